@@ -1,0 +1,77 @@
+"""Dataset assets: DVC builds and versions them, Dagster records what and which version."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from orchestration.resources import DvcResource, MlflowResource, ProjectResource
+
+TRAIN = dg.AssetKey("train_conditions")
+BENCHMARK = dg.AssetKey("benchmark_conditions")
+PHOTOS = dg.AssetKey("photo_benchmark")
+SPLIT_DIRS = {TRAIN: "train", BENCHMARK: "benchmark", PHOTOS: "photos"}
+DATA_GROUP = "datasets"
+
+
+def _record(context, project: ProjectResource, mlflow: MlflowResource, stage: str, rebuilt: bool,
+            hashes: dict[str, str], key: dg.AssetKey) -> dg.MaterializeResult:
+    from steps.config import load_yaml_section
+    from steps.datasets import preview, split_stats
+
+    split = SPLIT_DIRS[key]
+    split_dir = project.data_dir / split
+    rel = str(split_dir.relative_to(project.root_path))
+    stats = split_stats(split_dir)
+    grid = preview(split_dir, project.outputs_dir / "datasets" / f"{split}.png")
+    tracker, run_id = mlflow.start_run(context, project.profile, f"dataset/{split}", {rel: hashes[rel]})
+    tracker.log_params(run_id, load_yaml_section(project.root_path / "params.yaml", f"datasets.{project.profile}"))
+    tracker.log_metrics(run_id, {k: v for k, v in stats.items()})
+    tracker.log_artifact(run_id, grid, "preview")
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(
+        asset_key=key,
+        data_version=dg.DataVersion(hashes[rel]),
+        metadata={
+            "path": dg.MetadataValue.path(str(split_dir)),
+            "dvc_stage": stage,
+            "dvc_md5": hashes[rel],
+            "rebuilt": rebuilt,
+            "preview": dg.MetadataValue.path(str(grid)),
+            "mlflow_run_id": run_id,
+            **{k: dg.MetadataValue.int(v) for k, v in stats.items()},
+        },
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(TRAIN, group_name=DATA_GROUP, description="Training conditions of the synthetic world "
+                     "(fill / extend / removal with ground truth), built by DVC stage world@<profile>."),
+        dg.AssetSpec(BENCHMARK, group_name=DATA_GROUP, description="Held-out benchmark conditions of the "
+                     "synthetic world, balanced per task, with ground truth."),
+    ],
+    pool="dvc",
+)
+def world_datasets(context: dg.AssetExecutionContext, project: ProjectResource, dvc: DvcResource,
+                   mlflow: MlflowResource):
+    """Reproduce DVC stage world@<profile>; the data version is the DVC hash of each split folder."""
+    stage = f"world@{project.profile}"
+    rebuilt = dvc.repro(stage)
+    context.log.info(f"{stage}: {'rebuilt' if rebuilt else 'up to date, not rebuilt'}")
+    hashes = dvc.out_hashes(stage)
+    for key in (TRAIN, BENCHMARK):
+        yield _record(context, project, mlflow, stage, rebuilt, hashes, key)
+
+
+@dg.asset(key=PHOTOS, group_name=DATA_GROUP, pool="dvc")
+def photo_benchmark(context: dg.AssetExecutionContext, project: ProjectResource, dvc: DvcResource,
+                    mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Real photos bundled with scikit-image / scikit-learn / matplotlib, with generated masks per task."""
+    stage = f"photos@{project.profile}"
+    rebuilt = dvc.repro(stage)
+    return _record(context, project, mlflow, stage, rebuilt, dvc.out_hashes(stage), PHOTOS)
+
+
+def manifest_path(project: ProjectResource, key: dg.AssetKey) -> Path:
+    return project.data_dir / SPLIT_DIRS[key] / "manifest.jsonl"

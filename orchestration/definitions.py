@@ -1,0 +1,30 @@
+"""The Dagster code location: `dagster dev -m orchestration.definitions` / `dagster asset materialize ...`.
+
+Profile comes from ONEREWARD_PROFILE (smoke | tiny | flux; default tiny), the MLflow store from
+MLFLOW_TRACKING_URI (default: sqlite under mlflow/). Each domain lives in its own module; this file
+only gathers them and applies global policy (the executor).
+"""
+
+
+import os
+
+import dagster as dg
+
+for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+               "GX_ANALYTICS_ENABLED": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+from orchestration.assets import datasets as dataset_assets  # noqa: E402
+from orchestration.checks.datasets import dataset_checks  # noqa: E402
+from orchestration.resources import default_resources  # noqa: E402
+
+# Two cores: run two independent steps side by side (each with one torch thread), never more.
+executor = dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("ONEREWARD_MAX_CONCURRENT", "2"))})
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([dataset_assets]),
+    asset_checks=dataset_checks,
+    resources=default_resources(),
+    executor=executor,
+)

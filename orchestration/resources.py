@@ -1,0 +1,79 @@
+"""Resources: the project (profile + root), MLflow, and DVC. Thin wrappers over steps/ code."""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from steps.tracking import REPO_ROOT
+
+PROFILES = ("smoke", "tiny", "flux")
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """Which profile runs (smoke | tiny | flux) and where the project lives."""
+
+    profile: str = "tiny"
+    root: str = str(REPO_ROOT)
+
+    def setup_for_execution(self, context) -> None:
+        if self.profile not in PROFILES:
+            raise dg.Failure(f"unknown profile {self.profile!r}; expected one of {PROFILES} (ONEREWARD_PROFILE)")
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root_path / "data" / self.profile
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.root_path / "outputs" / self.profile
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking + registry. Empty ``tracking_uri``: MLFLOW_TRACKING_URI or the local sqlite store."""
+
+    tracking_uri: str = ""
+    root: str = str(REPO_ROOT)
+
+    def tracker(self):
+        from steps.tracking import Tracker
+
+        return Tracker(self.tracking_uri or None, root=self.root)
+
+    def start_run(self, context: dg.AssetExecutionContext, profile: str, run_name: str,
+                  dvc_hashes: dict[str, str] | None = None) -> tuple[object, str]:
+        """Start a run tagged with the Dagster run id, git commit, profile and input DVC hashes."""
+        tracker = self.tracker()
+        tags = {"dagster_run_id": context.run.run_id, "dagster_asset": run_name}
+        tags.update({f"dvc/{k}": v for k, v in (dvc_hashes or {}).items()})
+        return tracker, tracker.start_run(profile, run_name, tags)
+
+
+class DvcResource(dg.ConfigurableResource):
+    """DVC in the project root. Assets using it run in the ``dvc`` pool (limit 1): DVC locks its repo."""
+
+    root: str = str(REPO_ROOT)
+
+    def repro(self, stage: str) -> bool:
+        from steps.versioning import repro
+
+        return repro(self.root, stage)
+
+    def out_hashes(self, stage: str) -> dict[str, str]:
+        from steps.versioning import stage_out_hashes
+
+        return stage_out_hashes(self.root, stage)
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    root = os.environ.get("ONEREWARD_ROOT", str(REPO_ROOT))
+    return {
+        "project": ProjectResource(profile=os.environ.get("ONEREWARD_PROFILE", "tiny"), root=root),
+        "mlflow": MlflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""), root=root),
+        "dvc": DvcResource(root=root),
+    }

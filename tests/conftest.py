@@ -1,0 +1,49 @@
+"""Shared fixtures: offline switches, a throwaway DVC project, a session-wide MLflow sqlite store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+               "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough for seconds, big enough to hold every task.
+TEST_PARAMS = {"size": 32, "seed": 0, "n_train": 24, "n_benchmark_per_task": 3}
+
+
+def make_dvc_project(root: Path, params: dict | None = None) -> Path:
+    """A git + DVC repo with this project's dvc.yaml and a small params.yaml; steps/ linked in."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    p = params or TEST_PARAMS
+    (root / "params.yaml").write_text(yaml.safe_dump({"datasets": {"smoke": p, "tiny": p, "flux": p}}))
+    (root / "steps").symlink_to(REPO / "steps")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"],
+                   cwd=root, check=True)
+    from dvc.repo import Repo
+
+    Repo.init(str(root)).close()
+    return root
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path) -> Path:
+    return make_dvc_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """One migrated sqlite store per test session (a fresh one takes seconds to migrate)."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    return f"sqlite:///{path}"

@@ -1,0 +1,80 @@
+"""Dataset builders: deterministic, validated, atomic; the photo split uses bundled photos only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import steps.datasets as datasets
+from steps.config import ConfigError, from_dict
+from steps.datasets import DatasetConfig, build_photos, build_world
+from steps.manifest import read_manifest
+
+
+def tree_digest(root: Path) -> str:
+    h = hashlib.md5()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+CFG = DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2)
+
+
+def test_world_splits_are_deterministic_and_complete(tmp_path):
+    counts = build_world(CFG, tmp_path / "a")
+    build_world(CFG, tmp_path / "b")
+    assert counts == {"train": 20, "benchmark": 6}
+    for split in ("train", "benchmark"):
+        assert tree_digest(tmp_path / "a" / split) == tree_digest(tmp_path / "b" / split)
+    bench = read_manifest(tmp_path / "a" / "benchmark" / "manifest.jsonl")
+    assert [c.task for c in bench] == ["fill"] * 2 + ["extend"] * 2 + ["removal"] * 2
+    assert all(c.target is not None and (c.target.parent.parent / c.meta["background"]).exists() for c in bench)
+    train_ids = {c.id for c in read_manifest(tmp_path / "a" / "train" / "manifest.jsonl")}
+    assert not train_ids & {c.id for c in bench}, "benchmark must be held out"
+
+
+def test_seed_changes_data(tmp_path):
+    build_world(CFG, tmp_path / "a")
+    build_world(DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2, seed=1), tmp_path / "b")
+    assert tree_digest(tmp_path / "a" / "train") != tree_digest(tmp_path / "b" / "train")
+
+
+def test_failed_build_leaves_previous_split_untouched(tmp_path, monkeypatch):
+    build_world(CFG, tmp_path)
+    before = tree_digest(tmp_path / "train")
+
+    def broken(*a, **k):
+        raise RuntimeError("validation exploded")
+
+    monkeypatch.setattr(datasets, "read_manifest", broken)
+    with pytest.raises(RuntimeError):
+        build_world(DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2, seed=5), tmp_path)
+    assert tree_digest(tmp_path / "train") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark", "train"], "no temp folders left behind"
+
+
+def test_photo_split(tmp_path):
+    n = build_photos(CFG, tmp_path)
+    conds = read_manifest(tmp_path / "photos" / "manifest.jsonl")
+    assert n == len(conds) >= 30
+    assert {c.task for c in conds} == {"fill", "extend", "removal"}
+    assert all((c.target is not None) == (c.task == "extend") for c in conds)
+
+
+def test_config_validation_names_source_and_field():
+    with pytest.raises(ConfigError, match="params.yaml:datasets.tiny.*unknown field.*'sise'"):
+        from_dict(DatasetConfig, {"sise": 64}, "params.yaml:datasets.tiny")
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        from_dict(DatasetConfig, {"size": 30}, "x")
+
+
+def test_cli_builds_from_params_file(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("datasets:\n  t:\n    size: 32\n    n_train: 5\n    n_benchmark_per_task: 1\n")
+    datasets.main(["world", "--config", str(params), "--key", "datasets.t", "--out", str(tmp_path / "d")])
+    assert len(read_manifest(tmp_path / "d" / "train" / "manifest.jsonl")) == 5
