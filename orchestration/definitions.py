@@ -10,12 +10,13 @@ import os
 
 import dagster as dg
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
-               "GX_ANALYTICS_ENABLED": "false"}.items():
+from steps.runtime import OFFLINE_ENV
+
+for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 
 from orchestration.assets import datasets as dataset_assets  # noqa: E402
+from orchestration.assets import models as model_assets  # noqa: E402
 from orchestration.checks.datasets import dataset_checks  # noqa: E402
 from orchestration.resources import default_resources  # noqa: E402
 
@@ -23,7 +24,7 @@ from orchestration.resources import default_resources  # noqa: E402
 executor = dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("ONEREWARD_MAX_CONCURRENT", "2"))})
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([dataset_assets]),
+    assets=dg.load_assets_from_modules([dataset_assets, model_assets]),
     asset_checks=dataset_checks,
     resources=default_resources(),
     executor=executor,

@@ -173,3 +173,29 @@ def preview(split_dir: str | os.PathLike, out_png: str | os.PathLike, per_task: 
             labels.append(f"{c.task}: {c.prompt}")
     grid = image_grid(rows, ["source", "mask", "target"], labels, title=f"{Path(split_dir).name} ({len(conds)} conditions)")
     return save_image(grid, out_png)
+
+
+def load_samples(split_dir: str | os.PathLike, limit_per_task: int | None = None) -> list:
+    """A built split as `steps.world.Sample` objects (ground truth included) for training and scoring."""
+    from steps.io import read_mask, read_rgb
+    from steps.manifest import read_manifest
+    from steps.world import Sample
+
+    conds = read_manifest(Path(split_dir) / "manifest.jsonl")
+    if limit_per_task is not None:
+        kept, seen = [], {}
+        for c in conds:
+            if seen.get(c.task, 0) < limit_per_task:
+                kept.append(c)
+                seen[c.task] = seen.get(c.task, 0) + 1
+        conds = kept
+    samples = []
+    for c in conds:
+        image = read_rgb(c.image)
+        background = c.meta.get("background")
+        samples.append(Sample(
+            id=c.id, task=c.task, prompt=c.prompt, image=image, mask=read_mask(c.mask),
+            target=read_rgb(c.target) if c.target else image,
+            background=read_rgb(Path(split_dir) / background) if background else image,
+            meta=c.meta))
+    return samples

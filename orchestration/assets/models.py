@@ -1,0 +1,71 @@
+"""Model assets: the base fill model the RL starts from."""
+
+import base64
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from orchestration.assets.datasets import BENCHMARK, TRAIN
+from orchestration.config import config_from_dataclass, overrides
+from orchestration.resources import MlflowResource, ProjectResource
+from steps.base import BaseConfig
+
+BASE_MODEL = dg.AssetKey("base_model")
+MODELS_GROUP = "models"
+BaseModelConfig = config_from_dataclass(BaseConfig, "BaseModelConfig", exclude=("profile", "train_dir", "eval_dir", "out_dir"))
+
+
+def image_md(path: str | Path, width: int = 480) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" width="{width}"/>'
+
+
+def quality_md(result: dict) -> str:
+    rows = ["| task/dimension | base | untrained | telea |", "|---|---|---|---|"]
+    for key, v in result["quality"].items():
+        rows.append(f"| {key} | {v:.3f} | {result['init_quality'][key]:.3f} | {result['telea_quality'][key]:.3f} |")
+    return "World scores on the held-out benchmark (synthetic ground truth):\n\n" + "\n".join(rows)
+
+
+@dg.asset(key=BASE_MODEL, group_name=MODELS_GROUP, deps=[TRAIN, BENCHMARK])
+def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, project: ProjectResource,
+               mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The base fill model (FluxFillPipeline) that RL starts from and that sampled the preference candidates.
+
+    smoke/tiny: pretrained here on the synthetic world (VAE, then flow matching on all three tasks).
+    flux: FLUX.1-Fill-dev from ONEREWARD_FLUX_PATH (optionally ONEREWARD_TRANSFORMER_PATH), recorded by path
+    and content hash, not trained.
+    """
+    from steps.hashing import dir_digest
+
+    if project.profile == "flux":
+        from steps.models.policy import FLUX_PATH_ENV, check_flux_layout
+
+        path = check_flux_layout(os.environ.get(FLUX_PATH_ENV, ""))
+        digest = dir_digest(path)
+        return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]),
+                                    metadata={"path": dg.MetadataValue.path(str(path)), "sha256": digest})
+    cfg = BaseConfig.for_profile(project.profile, project.root_path, **overrides(config))
+    tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
+    tracker.log_params(run_id, {k: v for k, v in vars(cfg).items()})
+    result = __import__("steps.base", fromlist=["pretrain"]).pretrain(cfg, log=lambda m, s: tracker.log_metrics(run_id, m, s))
+    for name, table in (("base", result["quality"]), ("untrained", result["init_quality"]), ("telea", result["telea_quality"])):
+        tracker.log_metrics(run_id, {f"world_score/{name}/{k}": v for k, v in table.items()})
+    for path in [*result["grids"], result["loss_plot"], result["report"]]:
+        tracker.log_artifact(run_id, path, "report")
+    tracker.end_run(run_id)
+    digest = dir_digest(result["model_dir"])
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(digest[:16]),
+        metadata={
+            "path": dg.MetadataValue.path(result["model_dir"]),
+            "sha256": digest,
+            "mlflow_run_id": run_id,
+            "transformer_params": result["transformer_params"],
+            "seconds": round(result["seconds_total"], 1),
+            "quality": dg.MetadataValue.md(quality_md(result)),
+            "samples": dg.MetadataValue.md("\n\n".join(image_md(p) for p in result["grids"])),
+            "losses": dg.MetadataValue.md(image_md(result["loss_plot"])),
+        },
+    )

@@ -1,0 +1,417 @@
+"""The reward model: a Qwen2.5-VL judge answering "Yes"/"No" to "is the FIRST image better than the SECOND?".
+
+- ``smoke`` / ``tiny``: `Judge.build(spec)` makes `Qwen2_5_VLForConditionalGeneration` from a small config,
+  a locally trained byte-level BPE tokenizer with Qwen's special tokens, Qwen's chat-template layout and a
+  processor that needs no torchvision (`JudgeProcessor`).
+- ``flux``: `Judge.load(path)` on a local Qwen2.5-VL-7B-Instruct directory (or ``$ONEREWARD_JUDGE_PATH``)
+  or on a directory written by `Judge.save` (safetensors, atomic).
+
+Reward (DESIGN §4): P(Yes) normalised over {Yes, No} = sigmoid(logit_Yes - logit_No) at the answer
+position. Images go through `steps.models.judge_preprocess` (torch), so `p_yes` is differentiable w.r.t.
+float image tensors; batches are LEFT padded so the last position is every row's answer position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from steps.config import field
+from steps.io import atomic_dir
+
+if TYPE_CHECKING:
+    import torch
+
+JUDGE_PATH_ENV = "ONEREWARD_JUDGE_PATH"
+SPEC_FILE = "judge_spec.json"
+YES, NO = "Yes", "No"
+
+# Qwen2.5-VL-Instruct's chat layout: a default system turn; each image is
+# <|vision_start|><|image_pad|><|vision_end|>.
+QWEN_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+_PROCESSOR_CLASS: type | None = None
+
+
+def processor_class() -> type:
+    """`JudgeProcessor`: `Qwen2_5_VLProcessor` without the video processor (which needs torchvision).
+
+    Images + text only; builds, saves and reloads exactly (ENVIRONMENT.md) and loads a released
+    Qwen2.5-VL directory too. Defined on first use so importing this module stays cheap (no transformers).
+    """
+    global _PROCESSOR_CLASS
+    if _PROCESSOR_CLASS is None:
+        from transformers import Qwen2_5_VLProcessor
+
+        class JudgeProcessor(Qwen2_5_VLProcessor):
+            def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+                super().__init__(
+                    image_processor=image_processor,
+                    tokenizer=tokenizer,
+                    video_processor=None,
+                    chat_template=chat_template,
+                    **kwargs,
+                )
+
+        JudgeProcessor.__module__ = __name__
+        _PROCESSOR_CLASS = JudgeProcessor
+    return _PROCESSOR_CLASS
+
+
+def __getattr__(name: str):
+    if name == "JudgeProcessor":
+        return processor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """Sizes of a judge built from config (profiles ``smoke`` and ``tiny``)."""
+
+    image_size: int = field(64, "side of the images the judge sees; resize is the identity at this size")
+    patch_size: int = field(8, "vision patch side in pixels (Qwen: 14)")
+    merge_size: int = field(2, "patches merged per side into one LM token (Qwen: 2)")
+    vision_hidden: int = field(32, "vision encoder width")
+    vision_depth: int = field(2, "vision encoder blocks (the last one uses full attention)")
+    vision_heads: int = field(2, "vision attention heads")
+    text_hidden: int = field(64, "language model width")
+    text_layers: int = field(2, "language model layers")
+    text_heads: int = field(4, "language model attention heads")
+    text_kv_heads: int = field(2, "language model key/value heads (GQA)")
+    text_intermediate: int = field(128, "language model MLP width")
+    vocab_size: int = field(768, "byte-level BPE vocabulary to train (plus Qwen's special tokens)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.text_hidden // self.text_heads
+
+    @property
+    def mrope_section(self) -> list[int]:
+        """Split of head_dim/2 rotary frequencies over (temporal, height, width); must sum to head_dim/2."""
+        half = self.head_dim // 2
+        t = half // 4 or 1
+        h = (half - t) // 2
+        return [t, h, half - t - h]
+
+    def geometry(self):
+        """The `ImageGeometry` under which an ``image_size`` image passes unresized."""
+        from steps.models.judge_preprocess import ImageGeometry
+
+        factor = self.patch_size * self.merge_size
+        if self.image_size % factor:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch*merge={factor}")
+        return ImageGeometry(
+            patch_size=self.patch_size,
+            merge_size=self.merge_size,
+            min_pixels=factor * factor,
+            max_pixels=max(self.image_size**2, factor * factor),
+        )
+
+
+JUDGE_SPECS: dict[str, JudgeSpec] = {
+    "smoke": JudgeSpec(
+        image_size=32,
+        patch_size=4,
+        vision_hidden=16,
+        vision_depth=1,
+        vision_heads=2,
+        text_hidden=32,
+        text_layers=1,
+        text_heads=2,
+        text_kv_heads=1,
+        text_intermediate=64,
+        vocab_size=512,
+    ),
+    "tiny": JudgeSpec(
+        vision_hidden=48,
+        vision_depth=2,
+        vision_heads=2,
+        text_hidden=96,
+        text_layers=2,
+        text_heads=4,
+        text_kv_heads=2,
+        text_intermediate=192,
+    ),
+}
+
+
+def build_processor(spec: JudgeSpec, corpus: list[str] | None = None):
+    """Tokenizer (trained here) + PIL image processor with ``spec``'s geometry + Qwen chat template."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from steps.models.tokenizers import train_qwen_tokenizer, world_corpus
+
+    tokenizer = train_qwen_tokenizer(world_corpus(corpus or ()), vocab_size=spec.vocab_size)
+    g = spec.geometry()
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=g.patch_size,
+        merge_size=g.merge_size,
+        temporal_patch_size=g.temporal_patch_size,
+        min_pixels=g.min_pixels,
+        max_pixels=g.max_pixels,
+    )
+    return processor_class()(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE
+    )
+
+
+def build_model(spec: JudgeSpec, tokenizer, seed: int = 0):
+    """A randomly initialised `Qwen2_5_VLForConditionalGeneration` of ``spec``'s sizes."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": spec.text_hidden,
+            "intermediate_size": spec.text_intermediate,
+            "num_hidden_layers": spec.text_layers,
+            "num_attention_heads": spec.text_heads,
+            "num_key_value_heads": spec.text_kv_heads,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": spec.mrope_section,
+            },
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": spec.vision_depth,
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": 2 * spec.vision_hidden,
+            "num_heads": spec.vision_heads,
+            "patch_size": spec.patch_size,
+            "spatial_merge_size": spec.merge_size,
+            "temporal_patch_size": 2,
+            "out_hidden_size": spec.text_hidden,
+            "window_size": spec.patch_size * spec.merge_size * 2,
+            "fullatt_block_indexes": [spec.vision_depth - 1],
+        },
+        tie_word_embeddings=False,
+        **ids,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    return model.eval()
+
+
+def _as_float_images(images: Any):
+    """Float Bx3xHxW in [0, 1] (kept as is, so gradients flow) from tensors or uint8 arrays BxHxWx3."""
+    import torch
+
+    if isinstance(images, torch.Tensor) and images.is_floating_point():
+        return images if images.ndim == 4 else images[None]
+    if isinstance(images, (list, tuple)):
+        return torch.cat([_as_float_images(i) for i in images])
+    x = torch.as_tensor(np.asarray(images))
+    if x.ndim == 3:
+        x = x[None]
+    if x.shape[1] != 3 and x.shape[-1] == 3:
+        x = x.permute(0, 3, 1, 2)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+class Judge:
+    """A Qwen2.5-VL judge with its processor; `p_yes` is the reward (differentiable w.r.t. images)."""
+
+    def __init__(self, model, processor, spec: JudgeSpec | None = None):
+        from steps.models.judge_preprocess import ImageGeometry
+
+        self.model = model
+        self.processor = processor
+        self.spec = spec
+        self.tokenizer = processor.tokenizer
+        self.geometry = ImageGeometry.from_image_processor(processor.image_processor)
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.yes_id, self.no_id = (self._single_token(w) for w in (YES, NO))
+
+    def _single_token(self, word: str) -> int:
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"judge tokenizer encodes {word!r} as {len(ids)} tokens; the reward needs one")
+        return ids[0]
+
+    # ---- construction and persistence -------------------------------------------------------------
+    @classmethod
+    def build(cls, spec: JudgeSpec, seed: int = 0, corpus: list[str] | None = None) -> Judge:
+        """A fresh judge of ``spec``'s sizes; ``corpus`` adds tokenizer lines (e.g. the query template)."""
+        processor = build_processor(spec, corpus)
+        return cls(build_model(spec, processor.tokenizer, seed), processor, spec)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, dtype: Any = None) -> Judge:
+        """Load from a local directory: one written by `save`, or a released Qwen2.5-VL-Instruct one.
+
+        ``path`` defaults to ``$ONEREWARD_JUDGE_PATH``. Local files and safetensors only.
+        """
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        path = path or os.environ.get(JUDGE_PATH_ENV)
+        if not path:
+            raise FileNotFoundError(f"no judge directory: pass a path or set {JUDGE_PATH_ENV}")
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"judge directory {path} does not exist")
+        for need in ("config.json", "tokenizer_config.json"):
+            if not (path / need).is_file():
+                raise FileNotFoundError(f"judge directory {path} incomplete: {need} missing")
+        if not any(path.glob("*.safetensors")):
+            raise FileNotFoundError(f"judge directory {path} incomplete: no *.safetensors weights")
+        kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs).eval()
+        processor = processor_class().from_pretrained(path, local_files_only=True)
+        if processor.chat_template is None:
+            processor.chat_template = QWEN_CHAT_TEMPLATE
+        spec = None
+        if (path / SPEC_FILE).is_file():
+            spec = JudgeSpec(**json.loads((path / SPEC_FILE).read_text()))
+        return cls(model, processor, spec)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write model (safetensors), processor and spec to ``path`` atomically (replacing it)."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.processor.save_pretrained(tmp)
+            if self.spec is not None:
+                (tmp / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(self.spec), indent=2) + "\n")
+        return path
+
+    # ---- inputs -----------------------------------------------------------------------------------
+    def prompt(self, query: str, num_images: int) -> str:
+        """The chat text for one query: one user turn with the images then the query, and the answer cue."""
+        content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": query}]
+        messages = [{"role": "user", "content": content}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(
+        self, first_images, second_images, queries: list[str], extra_images=None
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs for B comparisons (images per row: first, second[, extra]); LEFT padded.
+
+        Image placeholders are expanded exactly as `Qwen2_5_VLProcessor` does (one <|image_pad|> per
+        merged patch); pixel values come from the torch preprocessing, so they carry gradients.
+        """
+        from steps.models.judge_preprocess import preprocess
+
+        groups = [_as_float_images(first_images), _as_float_images(second_images)]
+        if extra_images is not None:
+            groups.append(_as_float_images(extra_images))
+        batch = groups[0].shape[0]
+        if any(g.shape[0] != batch for g in groups) or len(queries) != batch:
+            raise ValueError(f"p_yes: {[g.shape[0] for g in groups]} images for {len(queries)} queries")
+        device = self.model.device
+        images = [g[b] for b in range(batch) for g in groups]  # row-major: the order placeholders appear
+        pixel_values, grid_thw = preprocess([i.to(device) for i in images], self.geometry)
+        per_image = (grid_thw.prod(-1) // self.geometry.merge_size**2).tolist()
+        pad = "<|image_pad|>"
+        texts, k = [], 0
+        for query in queries:
+            parts = self.prompt(query, len(groups)).split(pad)
+            text = parts[0]
+            for part in parts[1:]:
+                text += pad * per_image[k] + part
+                k += 1
+            texts.append(text)
+        enc = self.tokenizer(
+            texts, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False
+        )
+        input_ids = enc["input_ids"].to(device)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": enc["attention_mask"].to(device),
+            "mm_token_type_ids": (input_ids == self.image_token_id).long(),
+            "pixel_values": pixel_values.to(self.model.dtype),
+            "image_grid_thw": grid_thw,
+        }
+
+    # ---- outputs ----------------------------------------------------------------------------------
+    def answer_logits(
+        self, first_images, second_images, queries: list[str], extra_images=None
+    ) -> torch.Tensor:
+        """Full-vocabulary logits (B, V) at the answer position (for CE training on Yes/No targets)."""
+        inputs = self.encode(first_images, second_images, queries, extra_images)
+        out = self.model(**inputs, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def margin(self, first_images, second_images, queries: list[str], extra_images=None) -> torch.Tensor:
+        """logit_Yes - logit_No (B,): the judge's log-odds that the first image is better."""
+        logits = self.answer_logits(first_images, second_images, queries, extra_images)
+        return logits[:, self.yes_id] - logits[:, self.no_id]
+
+    def p_yes(self, first_images, second_images, queries: list[str], extra_images=None) -> torch.Tensor:
+        """P(Yes) normalised over {Yes, No} = sigmoid(logit_Yes - logit_No), shape (B,), in (0, 1)."""
+        import torch
+
+        return torch.sigmoid(self.margin(first_images, second_images, queries, extra_images))
+
+    # ---- conveniences -----------------------------------------------------------------------------
+    def parameters(self):
+        return self.model.parameters()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def tokens_per_image(self, height: int, width: int | None = None) -> int:
+        return self.geometry.tokens_per_image(height, width or height)
+
+    def train(self, mode: bool = True) -> Judge:
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> Judge:
+        return self.train(False)
+
+    def freeze(self) -> Judge:
+        """No parameter gradients (the reward during RL); gradients still flow to the input images."""
+        self.model.requires_grad_(False)
+        return self.eval()
+
+
+def spec_for(profile: str) -> JudgeSpec:
+    try:
+        return JUDGE_SPECS[profile]
+    except KeyError:
+        raise ValueError(
+            f"no built-from-config judge for profile {profile!r}; known: {sorted(JUDGE_SPECS)}"
+        ) from None

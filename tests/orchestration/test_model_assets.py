@@ -1,0 +1,34 @@
+"""The base_model asset on the smoke profile: trains through steps.base, records metadata and MLflow."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets.datasets import world_datasets
+from orchestration.assets.models import base_model
+from orchestration.resources import DvcResource, MlflowResource, ProjectResource
+
+
+def test_base_model_asset(dvc_project, mlflow_uri):
+    resources = {"project": ProjectResource(profile="smoke", root=str(dvc_project)),
+                 "dvc": DvcResource(root=str(dvc_project)),
+                 "mlflow": MlflowResource(tracking_uri=mlflow_uri, root=str(dvc_project))}
+    result = dg.materialize(
+        [world_datasets, base_model], resources=resources,
+        run_config={"ops": {"base_model": {"config": {"vae_steps": 5, "steps": 5, "eval_per_task": 2}}}},
+    )
+    assert result.success
+    mat = next(e.materialization for e in result.get_asset_materialization_events()
+               if e.asset_key.to_user_string() == "base_model")
+    meta = mat.metadata
+    assert (dvc_project / "outputs" / "smoke" / "base_model" / "model_index.json").exists()
+    assert "| fill/text_alignment |" in meta["quality"].value
+    assert meta["samples"].value.count("data:image/png;base64") == 3
+    assert mat.tags["dagster/data_version"] == meta["sha256"].value[:16]
+
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(mlflow_uri).get_run(meta["mlflow_run_id"].value)
+    assert run.data.params["steps"] == "5" and run.data.tags["dagster_run_id"] == result.run_id
+    assert "world_score/base/removal/removal_quality" in run.data.metrics
+    assert "base/loss" in run.data.metrics
