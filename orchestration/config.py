@@ -7,7 +7,7 @@ exactly the knobs `python -m steps.<name> --set field=value` has.
 
 import dataclasses
 import typing
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 import pydantic
@@ -29,7 +29,7 @@ def config_from_dataclass(dc: type, name: str, exclude: tuple[str, ...] = ()) ->
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         desc = f"{f.metadata.get('help', '')} (step default: {default!r}; may differ per profile)"
-        fields[f.name] = (Optional[_dagster_type(hints[f.name])], pydantic.Field(default=None, description=desc))
+        fields[f.name] = (_dagster_type(hints[f.name]) | None, pydantic.Field(default=None, description=desc))
     return pydantic.create_model(name, __base__=dg.Config, __doc__=f"Overrides for {dc.__name__}.", **fields)
 
 
