@@ -16,6 +16,7 @@ for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 
 from orchestration.assets import datasets as dataset_assets  # noqa: E402
+from orchestration.assets import judge as judge_assets  # noqa: E402
 from orchestration.assets import models as model_assets  # noqa: E402
 from orchestration.checks.datasets import dataset_checks  # noqa: E402
 from orchestration.resources import default_resources  # noqa: E402
@@ -24,8 +25,8 @@ from orchestration.resources import default_resources  # noqa: E402
 executor = dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("ONEREWARD_MAX_CONCURRENT", "2"))})
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([dataset_assets, model_assets]),
-    asset_checks=dataset_checks,
+    assets=dg.load_assets_from_modules([dataset_assets, model_assets, judge_assets]),
+    asset_checks=[*dataset_checks, judge_assets.agreement_gate],
     resources=default_resources(),
     executor=executor,
 )

@@ -64,6 +64,11 @@ class DvcResource(dg.ConfigurableResource):
 
         return repro(self.root, stage)
 
+    def add(self, path: str) -> str:
+        from steps.versioning import add
+
+        return add(self.root, path)
+
     def out_hashes(self, stage: str) -> dict[str, str]:
         from steps.versioning import stage_out_hashes
 

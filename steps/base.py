@@ -108,7 +108,7 @@ def train_vae(pipe, images, cfg: BaseConfig, rng: np.random.Generator, log) -> l
         loss.backward()
         opt.step()
         sched.step()
-        curve.append(float(loss))
+        curve.append(loss.item())
         if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
             log({"base/vae_loss": float(np.mean(curve[-cfg.log_every:]))}, step)
     vae.eval().requires_grad_(False)
@@ -188,7 +188,7 @@ def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, rng: np.ran
         torch.nn.utils.clip_grad_norm_(tr.parameters(), 1.0)
         opt.step()
         sched.step()
-        curve.append(float(loss))
+        curve.append(loss.item())
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log({"base/loss": float(np.mean(curve[-cfg.log_every:])), "base/lr": sched.get_last_lr()[0]}, step)
     tr.eval().requires_grad_(False)

@@ -52,3 +52,15 @@ def stage_dep_hashes(root: str | os.PathLike, stage: str) -> dict[str, str]:
     lock = yaml.safe_load((Path(root) / "dvc.lock").read_text()) or {}
     entry = lock.get("stages", {}).get(stage, {})
     return {d["path"]: d.get("md5", "") for d in entry.get("deps", [])}
+
+
+def add(root: str | os.PathLike, path: str | os.PathLike) -> str:
+    """``dvc add <path>`` (a folder produced outside dvc.yaml, e.g. model samples); returns its md5."""
+    from dvc.repo import Repo
+
+    root = Path(root)
+    rel = Path(path).resolve().relative_to(root.resolve())
+    with _stage_env(), contextlib.chdir(root), Repo(str(root)) as repo:
+        repo.add(str(rel))
+    meta = yaml.safe_load((root / f"{rel}.dvc").read_text())
+    return meta["outs"][0]["md5"]

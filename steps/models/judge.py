@@ -332,11 +332,18 @@ class Judge:
         Image placeholders are expanded exactly as `Qwen2_5_VLProcessor` does (one <|image_pad|> per
         merged patch); pixel values come from the torch preprocessing, so they carry gradients.
         """
+        groups = [first_images, second_images] + ([extra_images] if extra_images is not None else [])
+        return self.encode_images(groups, queries)
+
+    def encode_images(self, groups: list, queries: list[str]) -> dict[str, torch.Tensor]:
+        """Model inputs for B queries with ``len(groups)`` images each (groups[k][b]: image k of row b).
+
+        One image per row serves the single-image questions of judge pretraining; two (first, second)
+        and an optional third (the masked source) serve preference judging.
+        """
         from steps.models.judge_preprocess import preprocess
 
-        groups = [_as_float_images(first_images), _as_float_images(second_images)]
-        if extra_images is not None:
-            groups.append(_as_float_images(extra_images))
+        groups = [_as_float_images(g) for g in groups]
         batch = groups[0].shape[0]
         if any(g.shape[0] != batch for g in groups) or len(queries) != batch:
             raise ValueError(f"p_yes: {[g.shape[0] for g in groups]} images for {len(queries)} queries")
@@ -372,6 +379,11 @@ class Judge:
         """Full-vocabulary logits (B, V) at the answer position (for CE training on Yes/No targets)."""
         inputs = self.encode(first_images, second_images, queries, extra_images)
         out = self.model(**inputs, use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def image_logits(self, groups: list, queries: list[str]) -> torch.Tensor:
+        """Full-vocabulary logits (B, V) at the answer position for ``len(groups)`` images per row."""
+        out = self.model(**self.encode_images(groups, queries), use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float()
 
     def margin(self, first_images, second_images, queries: list[str], extra_images=None) -> torch.Tensor:

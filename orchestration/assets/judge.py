@@ -1,0 +1,177 @@
+"""The reward model: judge pretraining, preference data, judge training, and its human-agreement gate."""
+
+import os
+
+import dagster as dg
+
+from orchestration.assets.datasets import TRAIN
+from orchestration.assets.models import BASE_MODEL, image_md
+from orchestration.config import config_from_dataclass, overrides
+from orchestration.resources import DvcResource, MlflowResource, ProjectResource
+from steps.annotate import AnnotateConfig
+from steps.candidates import CandidatesConfig
+from steps.judge import JudgeConfig
+from steps.judge_eval import AgreementConfig
+from steps.judge_pretrain import JudgePretrainConfig
+
+JUDGE_PRETRAIN = dg.AssetKey("judge_pretrain")
+CANDIDATES = dg.AssetKey("preference_candidates")
+PAIRS = dg.AssetKey("preference_pairs")
+JUDGE = dg.AssetKey("judge")
+AGREEMENT = dg.AssetKey("judge_agreement")
+JUDGE_GROUP = "reward_model"
+HUMAN_PAIRS_ENV = "ONEREWARD_HUMAN_PAIRS"
+
+_PATHS = ("profile", "train_dir", "out_dir", "base_dir", "candidates_dir", "pairs_dir", "init_dir", "judge_dir")
+PretrainRunConfig = config_from_dataclass(JudgePretrainConfig, "JudgePretrainRunConfig", exclude=_PATHS)
+CandidatesRunConfig = config_from_dataclass(CandidatesConfig, "CandidatesRunConfig", exclude=_PATHS)
+PairsRunConfig = config_from_dataclass(AnnotateConfig, "PairsRunConfig", exclude=_PATHS)
+JudgeRunConfig = config_from_dataclass(JudgeConfig, "JudgeRunConfig", exclude=_PATHS)
+AgreementRunConfig = config_from_dataclass(AgreementConfig, "AgreementRunConfig", exclude=_PATHS)
+
+
+def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: str, params: dict, fn, **tags):
+    """Run ``fn(log)`` inside an MLflow run tagged per DESIGN §8; returns (result, run_id, tracker)."""
+    tracker, run_id = mlflow.start_run(context, project.profile, name, tags)
+    tracker.log_params(run_id, params)
+    try:
+        result = fn(lambda metrics, step: tracker.log_metrics(run_id, metrics, step))
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    return result, run_id, tracker
+
+
+@dg.asset(key=JUDGE_PRETRAIN, group_name=JUDGE_GROUP, deps=[TRAIN])
+def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, project: ProjectResource,
+                   mlflow: MlflowResource) -> dg.MaterializeResult:
+    """A judge that sees before it judges: single-image Yes/No questions about the world's ground truth.
+
+    The tiny analogue of a VLM's pretraining; depends only on the world, so it runs beside base_model.
+    flux: skipped -- the pretrained Qwen2.5-VL (ONEREWARD_JUDGE_PATH) takes its place.
+    """
+    from steps.judge_pretrain import pretrain_judge
+
+    if project.profile == "flux":
+        return dg.MaterializeResult(metadata={"skipped": "flux starts from Qwen2.5-VL",
+                                              "judge_path": os.environ.get("ONEREWARD_JUDGE_PATH", "")})
+    cfg = JudgePretrainConfig.for_profile(project.profile, project.root_path, **overrides(config))
+    summary, run_id, tracker = _tracked(context, mlflow, project, "judge_pretrain", vars(cfg),
+                                        lambda log: pretrain_judge(cfg, log))
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(summary["out_dir"]), "mlflow_run_id": run_id,
+        "seconds": round(summary["seconds"], 1), "judge_params": summary["judge_params"],
+        **{k.replace("pretrain/", ""): round(v, 4) for k, v in summary["metrics"].items()}})
+
+
+@dg.asset(key=CANDIDATES, group_name=JUDGE_GROUP, deps=[BASE_MODEL, TRAIN], pool="dvc")
+def preference_candidates(context: dg.AssetExecutionContext, config: CandidatesRunConfig, project: ProjectResource,
+                          dvc: DvcResource) -> dg.MaterializeResult:
+    """N candidates per training condition from the base model with randomised sampling (paper §4.2),
+    stored as images plus candidate-set records and versioned with DVC (`dvc add`)."""
+    from steps.candidates import generate_candidates
+
+    root = project.root_path
+    cfg = CandidatesConfig(**{**dict(base_dir=str(root / f"outputs/{project.profile}/base_model"),
+                                     train_dir=str(project.data_dir / "train"),
+                                     out_dir=str(project.data_dir / "candidates")),
+                              **({"n_conditions": 96} if project.profile == "smoke" else {}), **overrides(config)})
+    result = generate_candidates(cfg)
+    md5 = dvc.add(cfg.out_dir)
+    return dg.MaterializeResult(data_version=dg.DataVersion(md5), metadata={
+        "path": dg.MetadataValue.path(cfg.out_dir), "dvc_md5": md5, "n_sets": result["n_sets"],
+        "n_images": result["n_images"]})
+
+
+@dg.asset(key=PAIRS, group_name=JUDGE_GROUP, deps=[CANDIDATES], pool="dvc")
+def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, project: ProjectResource,
+                     dvc: DvcResource) -> dg.MaterializeResult:
+    """Preference pairs (pairs.jsonl): SIMULATED annotators on smoke/tiny, or human annotations ingested from
+    the folder in ONEREWARD_HUMAN_PAIRS (validated first); versioned with DVC. The sensor retrains on change."""
+    from steps.annotate import annotate
+
+    human = os.environ.get(HUMAN_PAIRS_ENV, "")
+    cfg = AnnotateConfig(**{**dict(candidates_dir=str(project.data_dir / "candidates"),
+                                   train_dir=str(project.data_dir / "train"),
+                                   out_dir=str(project.data_dir / "preferences"), human_dir=human),
+                            **overrides(config)})
+    if project.profile == "flux" and not cfg.human_dir:
+        raise dg.Failure(f"flux needs human preference labels: set {HUMAN_PAIRS_ENV} to a folder with pairs.jsonl")
+    result = annotate(cfg)
+    md5 = dvc.add(cfg.out_dir)
+    label_note = "SIMULATED annotators (not people)" if result["source"] == "simulated" else "human annotators"
+    return dg.MaterializeResult(data_version=dg.DataVersion(md5), metadata={
+        "path": dg.MetadataValue.path(cfg.out_dir), "dvc_md5": md5, "labels": label_note,
+        "n_pairs": result["n_pairs"], "per_task_dimension": dg.MetadataValue.json(result["per_task_dimension"]),
+        **{k: result[k] for k in ("ties_dropped", "flipped") if k in result}})
+
+
+@dg.asset(key=JUDGE, group_name=JUDGE_GROUP, deps=[JUDGE_PRETRAIN, PAIRS])
+def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: ProjectResource,
+          mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The ONE judge (Qwen2.5-VL architecture) trained on the preference pairs with paper Eq. 3, both orders,
+    easy pairs first; steered by the versioned query naming task and dimension."""
+    from steps.hashing import dir_digest
+    from steps.judge import train_judge
+
+    root = project.root_path
+    base = dict(init_dir=str(root / f"outputs/{project.profile}/judge_pretrained"))
+    if project.profile == "flux":
+        base["init_dir"] = os.environ.get("ONEREWARD_JUDGE_PATH", "")
+    cfg = JudgeConfig.for_profile(project.profile, root, **{**base, **overrides(config)})
+    summary, run_id, tracker = _tracked(context, mlflow, project, "judge", vars(cfg), lambda log: train_judge(cfg, log))
+    tracker.end_run(run_id)
+    digest = dir_digest(cfg.out_dir)
+    return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]), metadata={
+        "path": dg.MetadataValue.path(cfg.out_dir), "mlflow_run_id": run_id, "sha256": digest,
+        "n_train_pairs": summary["n_train_pairs"], "n_heldout_pairs": summary["n_heldout_pairs"],
+        "final_loss": round(summary["final_loss"], 4), "seconds": round(summary["seconds"], 1),
+        "query_template_version": summary["query_template_version"]})
+
+
+def agreement_config(project: ProjectResource, config=None) -> AgreementConfig:
+    root, p = project.root_path, project.profile
+    base = dict(judge_dir=str(root / f"outputs/{p}/judge"), pairs_dir=str(project.data_dir / "preferences"),
+                train_dir=str(project.data_dir / "train"), out_dir=str(root / f"outputs/{p}/judge_agreement"))
+    if p == "smoke":  # a plumbing check: a few dozen held-out pairs cannot validate anything
+        base.update(threshold_scale=0.0, threshold_floor=0.55, insufficient="warn")
+    return AgreementConfig(**{**base, **(overrides(config) if config is not None else {})})
+
+
+@dg.asset(key=AGREEMENT, group_name=JUDGE_GROUP, deps=[JUDGE])
+def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfig, project: ProjectResource,
+                    mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Human-agreement validation: held-out accuracy per task x dimension (both orders, 95% CI), against the
+    annotated labels and, for simulated ones, the noise-free labels. Its blocking check gates RL."""
+    from steps.judge_eval import run_agreement
+
+    cfg = agreement_config(project, config)
+    result, run_id, tracker = _tracked(context, mlflow, project, "judge_agreement", vars(cfg),
+                                       lambda log: run_agreement(cfg))
+    metrics = {f"agreement/{c}": r["accuracy"] for c, r in result["table"].items()}
+    metrics.update({f"agreement_clean/{c}": r["clean_accuracy"] for c, r in result["table"].items()
+                    if r["clean_accuracy"] is not None})
+    metrics["agreement/mean"] = result["mean_accuracy"]
+    tracker.log_metrics(run_id, metrics)
+    tracker.log_artifact(run_id, result["chart"], "agreement")
+    tracker.set_tags(run_id, {"gate": "passed" if result["passed"] else "failed",
+                              "labels": "simulated" if result["simulated"] else "human"})
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(metadata={
+        "gate": "passed" if result["passed"] else "FAILED", "mlflow_run_id": run_id,
+        "mean_accuracy": round(result["mean_accuracy"], 4), "n_heldout": result["n_heldout"],
+        "table": dg.MetadataValue.md(result["markdown"]), "chart": dg.MetadataValue.md(image_md(result["chart"])),
+        "reasons": dg.MetadataValue.json(result["reasons"]), "warnings": dg.MetadataValue.json(result["warnings"])})
+
+
+@dg.asset_check(asset=AGREEMENT, name="agreement_gate", blocking=True,
+                description="Every task x dimension cell at or above its threshold (paper Table 1 by default).")
+def agreement_gate(project: ProjectResource) -> dg.AssetCheckResult:
+    import json
+
+    path = project.root_path / f"outputs/{project.profile}/judge_agreement/agreement.json"
+    result = json.loads(path.read_text())
+    return dg.AssetCheckResult(passed=result["passed"], metadata={
+        "reasons": dg.MetadataValue.json(result["reasons"]), "warnings": dg.MetadataValue.json(result["warnings"]),
+        "mean_accuracy": result["mean_accuracy"]})

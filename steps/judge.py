@@ -1,0 +1,232 @@
+"""Recipe: train the judge on preference pairs (paper Eq. 3), with an easy-pairs-first curriculum.
+
+    python -m steps.judge --set profile=tiny --set init_dir=outputs/tiny/judge_pretrained \\
+        --set pairs_dir=data/tiny/preferences --set train_dir=data/tiny/train --set out_dir=outputs/tiny/judge
+    accelerate launch -m steps.judge --config configs/judge_flux.yaml        # flux: LoRA on Qwen2.5-VL-7B
+
+Every pair (winner w, loser l, task, dimension, prompt) is used in both orders:
+loss = CE(Yes | w, l, q) + CE(No | l, w, q), averaged, with q = judge_query(task, dimension, prompt).
+Pairs are split by condition (no condition on both sides; steps.judge_eval.split_of). For the first
+``easy_fraction`` of training, most batches are EASY pairs built from the world's ground truth (the target
+against a corrupted copy: wrong colour, object left, noise, blur, drift outside the mask) -- measured here,
+preference training from a tiny judge otherwise stays at chance for minutes. Smoke/tiny: full fine-tune;
+flux: LoRA (peft) with bf16 and gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps.config import field, parse_cli
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    profile: str = field("tiny", "judge size: smoke | tiny (built from config) | flux (Qwen2.5-VL from init_dir)")
+    init_dir: str = field("", "judge to start from (judge_pretrain output, or Qwen2.5-VL dir); empty = fresh")
+    pairs_dir: str = field("data/tiny/preferences", "pairs.jsonl + images")
+    train_dir: str = field("data/tiny/train", "conditions the pairs refer to (ground truth for easy pairs)")
+    out_dir: str = field("outputs/tiny/judge", "where the trained judge is saved")
+    steps: int = field(900, "optimizer steps")
+    batch_size: int = field(16, "pairs per step (each used in both orders: 2x rows)")
+    lr: float = field(1e-3, "learning rate (AdamW, warmup then cosine)")
+    easy_fraction: float = field(0.3, "share of training (from the start) dominated by easy ground-truth pairs")
+    easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")
+    easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
+    show_source: bool = field(False, "show the masked source as a third image (ablation; off by default)")
+    heldout_fraction: float = field(0.2, "share of conditions held out for the agreement table")
+    lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
+    gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
+    mixed_precision: str = field("no", "no | bf16 (GPU)")
+    log_every: int = field(25, "log every N steps")
+    seed: int = field(0, "seed for init, batches and corruptions")
+    threads: int = field(1, "torch CPU threads")
+
+    def __post_init__(self):
+        if self.profile not in ("smoke", "tiny", "flux"):
+            raise ValueError(f"unknown profile {self.profile!r}")
+        if not 0 <= self.easy_fraction <= 1 or not 0 < self.heldout_fraction < 1:
+            raise ValueError("easy_fraction must be in [0, 1] and heldout_fraction in (0, 1)")
+        if self.profile == "flux" and not self.init_dir:
+            raise ValueError("flux needs init_dir: a local Qwen2.5-VL-7B-Instruct directory")
+
+    @classmethod
+    def for_profile(cls, profile: str, root=".", **overrides: Any) -> JudgeConfig:
+        root = Path(root)
+        values: dict[str, Any] = dict(profile=profile, pairs_dir=str(root / f"data/{profile}/preferences"),
+                                      train_dir=str(root / f"data/{profile}/train"),
+                                      init_dir=str(root / f"outputs/{profile}/judge_pretrained"),
+                                      out_dir=str(root / f"outputs/{profile}/judge"))
+        if profile == "smoke":
+            values.update(steps=60, batch_size=8, log_every=10)
+        if profile == "flux":
+            values.update(init_dir="", lora_rank=16, gradient_checkpointing=True, mixed_precision="bf16",
+                          batch_size=4, steps=2000, lr=1e-4)
+        values.update(overrides)
+        return cls(**values)
+
+
+# ---- corruptions for easy pairs (ground truth vs a clearly worse image) ------------------------------
+def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the target made clearly worse on ``dimension`` (used as the loser of an easy pair)."""
+    from steps.world import COLOURS, SHAPES, render_object, render_word
+
+    t = sample.target.astype(np.float32)
+    m = sample.mask > 127
+    meta = sample.meta
+    if dimension == "removal_quality":
+        return sample.image  # the object left in place
+    if dimension == "text_alignment":
+        other = str(rng.choice([c for c in COLOURS if c != meta["colour"]]))
+        if meta.get("word"):
+            from steps.world import WORDS
+
+            word = meta["word"] if rng.random() < 0.5 else str(rng.choice([w for w in WORDS if w != meta["word"]]))
+            colour = other if word == meta["word"] else meta["colour"]
+            return render_word(_outside(sample), word, colour, meta["text_xy"], meta["font_px"])
+        if rng.random() < 0.3:
+            return _outside(sample)  # nothing generated
+        shape = meta["shape"] if rng.random() < 0.7 else str(rng.choice([s for s in SHAPES if s != meta["shape"]]))
+        return render_object(_outside(sample), shape, other, meta["bbox"])
+    if dimension == "consistency":
+        out = t.copy()
+        out[~m] = np.clip(t[~m] + rng.normal(0, 1, 3) * 40 + rng.normal(0, 12, t[~m].shape), 0, 255)
+        return out.astype(np.uint8)
+    if dimension == "structure":
+        from PIL import Image, ImageFilter
+
+        blurred = np.asarray(Image.fromarray(sample.target).filter(ImageFilter.GaussianBlur(2.5)), np.float32)
+        out = t.copy()
+        out[m] = blurred[m]
+        return out.astype(np.uint8)
+    if dimension == "aesthetics":
+        return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)
+    raise ValueError(f"no easy corruption for {dimension!r}")
+
+
+def _outside(sample) -> np.ndarray:
+    """The target with the masked region reset to clean background (nothing generated there)."""
+    out = sample.target.copy()
+    m = sample.mask > 127
+    out[m] = sample.background[m]
+    return out
+
+
+def yes_no_loss(judge, groups: list, queries: list[str], labels):
+    """Mean CE of the Yes/No answer token (labels: bool tensor, True = Yes) and the Yes-No margins."""
+    import torch
+
+    logits = judge.image_logits(groups, queries)
+    target = torch.where(labels, torch.tensor(judge.yes_id), torch.tensor(judge.no_id))
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    return loss, (logits[:, judge.yes_id] - logits[:, judge.no_id]).detach()
+
+
+def build_or_load_judge(cfg: JudgeConfig):
+    from steps.models.judge import Judge, spec_for
+
+    if cfg.init_dir and Path(cfg.init_dir).exists():
+        judge = Judge.load(cfg.init_dir)
+    elif cfg.profile == "flux":
+        raise FileNotFoundError(f"judge init_dir {cfg.init_dir!r} does not exist")
+    else:
+        judge = Judge.build(spec_for(cfg.profile), seed=cfg.seed)
+    if cfg.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        judge.model = get_peft_model(judge.model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
+                                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    if cfg.gradient_checkpointing:
+        judge.model.gradient_checkpointing_enable()
+    return judge
+
+
+def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
+    """Train and save the judge; returns a summary (the agreement table is steps.judge_eval's job)."""
+    import torch
+    from tqdm import tqdm
+
+    from steps.base import _lr_lambda
+    from steps.judge_eval import load_preference_data
+    from steps.preferences import judge_query
+    from steps.runtime import setup
+
+    setup(threads=cfg.threads)
+    log = log or (lambda metrics, step: None)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
+    train_pairs, samples = data["train"], data["samples"]
+    easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]] or list(samples.values())
+    if not train_pairs:
+        raise ValueError(f"{cfg.pairs_dir}/pairs.jsonl: no training pairs after the held-out split")
+    judge = build_or_load_judge(cfg)
+    judge.train()
+    opt = torch.optim.AdamW([p for p in judge.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(50, cfg.steps // 10 + 1), cfg.steps))
+    easy_until = int(cfg.easy_fraction * cfg.steps)
+    curve, accs = [], []
+    images = data["images"]
+    for step in tqdm(range(cfg.steps), desc="judge", unit="step", mininterval=5):
+        easy = rng.random() < (cfg.easy_prob_early if step < easy_until else cfg.easy_prob_late)
+        firsts, seconds, sources, queries = [], [], [], []
+        for _ in range(cfg.batch_size):
+            if easy:
+                s = easy_samples[int(rng.integers(len(easy_samples)))]
+                from steps.world import dimensions_for
+
+                dims = dimensions_for(s.task, s.prompt)
+                dim = dims[int(rng.integers(len(dims)))]
+                w, lo, task, prompt, src = s.target, easy_loser(s, dim, rng), s.task, s.prompt, s.image
+            else:
+                p = train_pairs[int(rng.integers(len(train_pairs)))]
+                w, lo, task, dim, prompt = images[p.winner], images[p.loser], p.task, p.dimension, p.prompt
+                src = samples[p.condition_id].image
+            q = judge_query(task, dim, prompt)
+            firsts += [w, lo]
+            seconds += [lo, w]
+            sources += [src, src]
+            queries += [q, q]
+        labels = torch.tensor([True, False] * cfg.batch_size)
+        groups = [np.stack(firsts), np.stack(seconds)] + ([np.stack(sources)] if cfg.show_source else [])
+        loss, margin = yes_no_loss(judge, groups, queries, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        curve.append(loss.item())
+        accs.append(float(((margin > 0) == labels).float().mean()))
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            log({"judge/loss": float(np.mean(curve[-cfg.log_every:])),
+                 "judge/train_accuracy": float(np.mean(accs[-cfg.log_every:])), "judge/easy_batch": float(easy)}, step)
+    judge.eval()
+    if cfg.lora_rank > 0:
+        judge.model = judge.model.merge_and_unload()
+    judge.save(cfg.out_dir)
+    from steps.io import atomic_write_json
+    from steps.preferences import QUERY_TEMPLATE_VERSION
+
+    summary = {"out_dir": cfg.out_dir, "n_train_pairs": len(train_pairs), "n_heldout_pairs": len(data["heldout"]),
+               "final_loss": float(np.mean(curve[-20:])), "seconds": time.perf_counter() - t0,
+               "query_template_version": QUERY_TEMPLATE_VERSION, "config": asdict(cfg), "loss_curve": curve}
+    atomic_write_json(Path(cfg.out_dir) / "training.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = parse_cli(JudgeConfig, __doc__, argv)
+    summary = train_judge(cfg)
+    summary.pop("loss_curve")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
