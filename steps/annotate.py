@@ -77,10 +77,10 @@ def simulate_pairs(cfg: AnnotateConfig) -> dict[str, Any]:
             if choice is None:
                 stats["ties_dropped"] += 1
                 continue
-            w, l, flipped, clean = choice
+            w, lose, flipped, clean = choice
             stats["flipped"] += flipped
             pairs.append({"id": f"{sample.id}/{dim}", "condition_id": sample.id, "task": sample.task,
-                          "dimension": dim, "winner": rel[w], "loser": rel[l], "prompt": sample.prompt,
+                          "dimension": dim, "winner": rel[w], "loser": rel[lose], "prompt": sample.prompt,
                           "annotator": f"simulated-{k}", "source": "simulated",
                           "meta": {"clean_winner": rel[clean], "score_gap": round(max(dim_scores) - min(dim_scores), 4),
                                    "flipped": flipped}})
