@@ -35,7 +35,7 @@ class JudgeConfig:
     out_dir: str = field("outputs/tiny/judge", "where the trained judge is saved")
     steps: int = field(900, "optimizer steps")
     batch_size: int = field(16, "pairs per step (each used in both orders: 2x rows)")
-    lr: float = field(1e-3, "learning rate (AdamW, warmup then cosine)")
+    lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine)")
     easy_fraction: float = field(0.3, "share of training (from the start) dominated by easy ground-truth pairs")
     easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")
     easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
@@ -101,9 +101,13 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
     if dimension == "structure":
         from PIL import Image, ImageFilter
 
-        blurred = np.asarray(Image.fromarray(sample.target).filter(ImageFilter.GaussianBlur(2.5)), np.float32)
+        # A smeared, disordered region: smear sideways, blur, and mirror it (colours kept, structure lost).
+        side = sample.target.shape[0]
+        smear = np.mean([np.roll(t, k, axis=1) for k in range(-side // 10, side // 10 + 1, 2)], axis=0)
+        smear = np.asarray(Image.fromarray(smear.astype(np.uint8)).filter(ImageFilter.GaussianBlur(side / 24)),
+                           np.float32)[::-1, ::-1]
         out = t.copy()
-        out[m] = blurred[m]
+        out[m] = smear[m]
         return out.astype(np.uint8)
     if dimension == "aesthetics":
         return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)

@@ -320,7 +320,9 @@ class Judge:
     # ---- inputs -----------------------------------------------------------------------------------
     def prompt(self, query: str, num_images: int) -> str:
         """The chat text for one query: one user turn with the images then the query, and the answer cue."""
-        content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": query}]
+        # The query comes FIRST so the image tokens are read in its light (a causal LM cannot look ahead):
+        # measured here, a tiny judge with images first learned only the answer priors.
+        content = [{"type": "text", "text": query}] + [{"type": "image"} for _ in range(num_images)]
         messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

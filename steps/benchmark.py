@@ -1,0 +1,463 @@
+"""Benchmark evaluation: our fill model against every competitor, per task x dimension (DESIGN §7).
+
+    python -m steps.benchmark --config cfg.yaml                 # BenchmarkConfig fields
+
+Inputs: a benchmark split (synthetic held-out, real photos, or any user manifest), a competitors root
+holding ``<system>/<benchmark id>.png`` folders (steps/competitors.py; ours is one of them) and a judge.
+
+Raters, each giving good / same / bad of OUR model against a system, per condition and dimension:
+- ``judge``: the VLM judge asked both ways round. good when P(Yes | ours first) > 0.5 AND
+  P(Yes | theirs first) < 0.5; bad when the reverse; same when the two orders disagree (a judge that
+  only prefers whichever image comes first says "same" everywhere: position bias cancels).
+- ``annotators``: SIMULATED annotators, only where ground truth exists (synthetic conditions,
+  ``meta.source == "synthetic"``): the world's per-dimension scores (steps.world.score) of the two
+  outputs; good when ours is higher by more than ``tie_margin``, bad when lower by more, same otherwise.
+  No label noise (it would only blur the fractions). No human rated anything here.
+Metric keys (fractions in [0, 1], DESIGN §8): ``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}``.
+
+Reference metrics, mean over the conditions of a task, for every system including ours:
+``psnr/kept/<system>/<task>`` and ``ssim/kept/<system>/<task>``: outside the mask, against the source;
+``psnr/filled/<system>/<task>`` and ``ssim/filled/<system>/<task>``: inside the mask, against the target,
+only over conditions that have one. PSNR is skimage's over the region's pixels (dB, data range 255,
+capped at `PSNR_CAP` for identical regions); SSIM is the mean of skimage's full SSIM map (7x7 window,
+per channel) over the region (windows near the mask edge also see pixels across it).
+
+Outputs under ``out_dir`` (written to a temporary folder, then renamed): ``charts/<task>.png``,
+``grids/<task>.png`` (rows: conditions; columns: source | mask | ours | systems... | target),
+``summary.md`` and ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps.config import field, parse_cli
+from steps.manifest import TASKS, Condition
+
+RATERS = ("judge", "annotators")
+OUTCOMES = ("good", "same", "bad")
+PSNR_CAP = 100.0
+SIMULATED_NOTE = ("Annotator ratings are SIMULATED: the synthetic world's ground-truth scores of both outputs, "
+                  "compared with a tie margin of {margin}; no human rated these images.")
+DIM_SHORT = {"text_alignment": "text", "consistency": "consistency", "structure": "structure",
+             "aesthetics": "aesthetics", "removal_quality": "removal"}
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    profile: str = field("tiny", "profile (names the default paths)")
+    benchmark: str = field("data/tiny/benchmark", "benchmark split folder (manifest.jsonl) or a manifest path")
+    competitors_dir: str = field("outputs/tiny/competitors/benchmark", "folders <system>/<benchmark id>.png")
+    ours: str = field("static", "the system folder holding OUR model's outputs")
+    systems: tuple[str, ...] = field((), "systems to compare against (empty: every other folder)")
+    judge_dir: str = field("outputs/tiny/judge/model", "the judge directory (steps.models.judge.Judge.load)")
+    out_dir: str = field("outputs/tiny/benchmark_report/benchmark", "where charts, grids and reports go")
+    tie_margin: float = field(0.02, "simulated annotators: world-score difference below which it is 'same'")
+    judge_batch: int = field(32, "comparisons per judge forward pass (each asked in both orders)")
+    grid_rows: int = field(4, "conditions per task in the sample grids")
+    limit_per_task: int = field(0, "use only the first N conditions of each task (0: all)")
+    threads: int = field(1, "torch CPU threads")
+
+    def __post_init__(self):
+        if not 0 <= self.tie_margin < 1:
+            raise ValueError(f"tie_margin must lie in [0, 1), got {self.tie_margin}")
+        if self.judge_batch < 1 or self.grid_rows < 0 or self.limit_per_task < 0:
+            raise ValueError("judge_batch must be >= 1, grid_rows and limit_per_task >= 0")
+        if self.ours in self.systems:
+            raise ValueError(f"ours ({self.ours!r}) cannot also be a competitor in systems")
+
+    @classmethod
+    def for_profile(cls, profile: str, root: str | os.PathLike = ".", split: str = "benchmark",
+                    **overrides: Any) -> BenchmarkConfig:
+        root = Path(root)
+        values: dict[str, Any] = dict(
+            profile=profile, benchmark=str(root / f"data/{profile}/{split}"),
+            competitors_dir=str(root / f"outputs/{profile}/competitors/{split}"),
+            judge_dir=str(root / f"outputs/{profile}/judge/model"),
+            out_dir=str(root / f"outputs/{profile}/benchmark_report/{split}"))
+        values.update(overrides)
+        return cls(**values)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Item:
+    """One benchmark condition with its pixels, and its ground truth when the world knows it."""
+
+    condition: Condition
+    image: np.ndarray
+    mask: np.ndarray
+    target: np.ndarray | None
+    sample: Any = None  # steps.world.Sample for synthetic conditions (the simulated annotators' view)
+
+
+def load_items(conditions: list[Condition], root: Path) -> list[Item]:
+    from steps.io import read_mask, read_rgb
+    from steps.world import Sample
+
+    items = []
+    for c in conditions:
+        image, mask = read_rgb(c.image), read_mask(c.mask)
+        target = read_rgb(c.target) if c.target else None
+        sample = None
+        if c.meta.get("source") == "synthetic" and target is not None and "colour" in c.meta:
+            bg = c.meta.get("background")
+            background = read_rgb(root / bg) if bg else target
+            sample = Sample(id=c.id, task=c.task, prompt=c.prompt, image=image, mask=mask, target=target,
+                            background=background, meta=c.meta)
+        items.append(Item(c, image, mask, target, sample))
+    return items
+
+
+def limit(conditions: list[Condition], per_task: int) -> list[Condition]:
+    if not per_task:
+        return conditions
+    seen: dict[str, int] = {}
+    kept = []
+    for c in conditions:
+        if seen.get(c.task, 0) < per_task:
+            kept.append(c)
+            seen[c.task] = seen.get(c.task, 0) + 1
+    return kept
+
+
+# ---------------------------------------------------------------- raters
+
+
+def _tally() -> dict[str, int]:
+    return {k: 0 for k in OUTCOMES}
+
+
+def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems: dict[str, dict[str, np.ndarray]],
+                  batch: int = 32) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+    """Counts {system: {task: {dimension: {good, same, bad}}}} from the judge asked in both orders."""
+    import torch
+
+    from steps.preferences import judge_query
+    from steps.world import dimensions_for
+
+    rows = []  # (system, task, dimension, ours image, theirs image, query)
+    for system, outputs in systems.items():
+        for it in items:
+            c = it.condition
+            if c.id not in outputs or c.id not in ours:
+                continue
+            for dim in dimensions_for(c.task, c.prompt):
+                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], judge_query(c.task, dim, c.prompt)))
+    by_size: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_size.setdefault(r[3].shape, []).append(i)
+    p_first = np.zeros(len(rows))
+    p_second = np.zeros(len(rows))
+    with torch.no_grad():
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch):
+                chunk = [rows[i] for i in indices[start:start + batch]]
+                first = np.stack([r[3] for r in chunk] + [r[4] for r in chunk])
+                second = np.stack([r[4] for r in chunk] + [r[3] for r in chunk])
+                p = judge.p_yes(first, second, [r[5] for r in chunk] * 2).float().cpu().numpy()
+                p_first[indices[start:start + batch]] = p[:len(chunk)]
+                p_second[indices[start:start + batch]] = p[len(chunk):]
+    counts: dict = {}
+    for r, a, b in zip(rows, p_first, p_second):
+        outcome = "good" if a > 0.5 and b < 0.5 else "bad" if a < 0.5 and b > 0.5 else "same"
+        counts.setdefault(r[0], {}).setdefault(r[1], {}).setdefault(r[2], _tally())[outcome] += 1
+    return counts
+
+
+def annotator_ratings(items: list[Item], ours: dict[str, np.ndarray], systems: dict[str, dict[str, np.ndarray]],
+                      tie_margin: float) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+    """Counts like `judge_ratings` from the SIMULATED annotators (world scores), synthetic items only."""
+    from steps.world import score
+
+    truth = [it for it in items if it.sample is not None and it.condition.id in ours]
+    our_scores = {it.condition.id: score(ours[it.condition.id], it.sample) for it in truth}
+    counts: dict = {}
+    for system, outputs in systems.items():
+        for it in truth:
+            c = it.condition
+            if c.id not in outputs:
+                continue
+            theirs = score(outputs[c.id], it.sample)
+            for dim, mine in our_scores[c.id].items():
+                diff = mine - theirs[dim]
+                outcome = "good" if diff > tie_margin else "bad" if diff < -tie_margin else "same"
+                counts.setdefault(system, {}).setdefault(c.task, {}).setdefault(dim, _tally())[outcome] += 1
+    return counts
+
+
+def gsb_metrics(counts: dict[str, dict]) -> dict[str, float]:
+    """``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}`` fractions from {rater: counts}."""
+    metrics = {}
+    for rater, by_system in counts.items():
+        for system, by_task in by_system.items():
+            for task, by_dim in by_task.items():
+                for dim, tally in by_dim.items():
+                    n = sum(tally.values())
+                    for outcome in OUTCOMES:
+                        metrics[f"gsb/{rater}/{system}/{task}/{dim}/{outcome}"] = tally[outcome] / n
+    return metrics
+
+
+def gsb_cells(metrics: dict[str, float], rater: str, system: str) -> dict[tuple[str, str], dict[str, float]]:
+    """{(task, dimension): {good, same, bad}} for one rater and system, read back from metric keys."""
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    prefix = f"gsb/{rater}/{system}/"
+    for key, value in metrics.items():
+        if key.startswith(prefix):
+            parts = key[len(prefix):].split("/")
+            if len(parts) == 3 and parts[2] in OUTCOMES:
+                cells.setdefault((parts[0], parts[1]), {})[parts[2]] = float(value)
+    return cells
+
+
+def net_win(metrics: dict[str, float], rater: str, system: str) -> float | None:
+    """Mean over task x dimension cells of (good - bad): > 0 means ours wins overall; None without data."""
+    cells = gsb_cells(metrics, rater, system)
+    if not cells:
+        return None
+    return float(np.mean([c.get("good", 0.0) - c.get("bad", 0.0) for c in cells.values()]))
+
+
+# ---------------------------------------------------------------- reference metrics
+
+
+def region_psnr_ssim(output: np.ndarray, reference: np.ndarray, region: np.ndarray) -> tuple[float, float] | None:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    if not region.any():
+        return None
+    a, b = output.astype(np.float64), reference.astype(np.float64)
+    with np.errstate(divide="ignore"):  # identical regions: infinite PSNR, capped below
+        psnr = float(peak_signal_noise_ratio(b[region], a[region], data_range=255))
+    _, ssim_map = structural_similarity(b, a, data_range=255, channel_axis=-1, full=True)
+    return min(psnr, PSNR_CAP), float(ssim_map[region].mean())
+
+
+def reference_metrics(items: list[Item], outputs: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """psnr/ssim of the kept region (vs source) and of the filled region (vs target), per system and task."""
+    acc: dict[str, list[float]] = {}
+    for system, by_id in outputs.items():
+        for it in items:
+            out = by_id.get(it.condition.id)
+            if out is None:
+                continue
+            inside = it.mask > 127
+            pairs = [("kept", it.image, ~inside)] + ([("filled", it.target, inside)] if it.target is not None else [])
+            for region_name, reference, region in pairs:
+                values = region_psnr_ssim(out, reference, region)
+                if values is None:
+                    continue
+                for metric, v in zip(("psnr", "ssim"), values):
+                    acc.setdefault(f"{metric}/{region_name}/{system}/{it.condition.task}", []).append(v)
+    return {k: float(np.mean(v)) for k, v in sorted(acc.items())}
+
+
+# ---------------------------------------------------------------- pictures and tables
+
+
+def task_chart(metrics: dict[str, float], task: str, ours: str, systems: list[str], raters: list[str],
+               path: Path, title: str) -> Path:
+    """Stacked horizontal good/same/bad bars per system; one panel per rater x dimension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from steps.world import DIMENSIONS
+
+    systems = [s for s in systems if any(t == task for r in raters for t, _ in gsb_cells(metrics, r, s))] or systems
+    dims = [d for d in DIMENSIONS[task] if any(gsb_cells(metrics, r, s).get((task, d)) for r in raters for s in systems)]
+    dims = dims or list(DIMENSIONS[task])
+    fig, axes = plt.subplots(len(raters), len(dims), squeeze=False,
+                             figsize=(max(3.2 * len(dims) + 1.2, 7.5), (0.42 * len(systems) + 1.3) * len(raters) + 0.7))
+    colours = {"good": "#2e7d32", "same": "#bdbdbd", "bad": "#c62828"}
+    y = np.arange(len(systems))
+    for r, rater in enumerate(raters):
+        for d, dim in enumerate(dims):
+            ax = axes[r][d]
+            left = np.zeros(len(systems))
+            for outcome in OUTCOMES:
+                vals = np.array([gsb_cells(metrics, rater, s).get((task, dim), {}).get(outcome, 0.0) for s in systems])
+                ax.barh(y, vals, left=left, color=colours[outcome], label=outcome, height=0.7)
+                left += vals
+            ax.set_xlim(0, 1)
+            ax.set_yticks(y, systems if d == 0 else [""] * len(systems), fontsize=8)
+            ax.invert_yaxis()
+            ax.tick_params(axis="x", labelsize=7)
+            who = "annotators (SIMULATED)" if rater == "annotators" else rater
+            ax.set_title(f"{dim}\n{who}", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"{title}: {ours} vs each system ({task}); share of conditions", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def sample_grid(items: list[Item], columns: dict[str, dict[str, np.ndarray]], task: str, rows: int, path: Path,
+                title: str) -> Path | None:
+    from steps.viz import image_grid, save_image
+
+    chosen = [it for it in items if it.condition.task == task][:rows]
+    if not chosen:
+        return None
+    columns = {name: out for name, out in columns.items() if any(it.condition.id in out for it in chosen)}
+    blank = np.full_like(chosen[0].image, 255)
+    grid_rows = [[it.image, it.mask, *(out.get(it.condition.id, blank) for out in columns.values()),
+                  it.target if it.target is not None else blank] for it in chosen]
+    labels = [f"{it.condition.id}: {it.condition.prompt}" for it in chosen]
+    return save_image(image_grid(grid_rows, ["source", "mask", *columns, "target"], labels,
+                                 title=f"{title}: {task}"), path)
+
+
+def _pct(cell: dict[str, float] | None) -> str:
+    if not cell:
+        return "-"
+    return "/".join(f"{100 * cell.get(k, 0.0):.0f}" for k in OUTCOMES)
+
+
+def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: list[str], raters: list[str],
+                     n_by_task: dict[str, int], tie_margin: float) -> str:
+    from steps.world import DIMENSIONS
+
+    n = sum(n_by_task.values())
+    lines = [f"## Benchmark `{split}`: `{ours}` against {len(systems)} systems",
+             "",
+             f"{n} conditions ({', '.join(f'{t} {k}' for t, k in n_by_task.items())}). Cells: good/same/bad in % "
+             f"= share of conditions where `{ours}` is better / tied / worse than the system; net = mean of "
+             "(good - bad) over the cells.",
+             "Judge: asked both ways round; good/bad only when both orders agree, otherwise same.",
+             ]
+    if "annotators" in raters:
+        lines.append(f"**{SIMULATED_NOTE.format(margin=tie_margin)}**")
+    else:
+        lines.append("No annotator ratings: this benchmark has no ground truth (the judge alone rates it).")
+    cells = [(t, d) for t in TASKS for d in DIMENSIONS[t]
+             if any((t, d) in gsb_cells(metrics, r, s) for r in raters for s in systems)]
+    for rater in raters:
+        heading = "Simulated annotators (SIMULATED labels)" if rater == "annotators" else "Judge"
+        lines += ["", f"### {heading}: good/same/bad (%)", "",
+                  "| system | " + " | ".join(f"{t}: {DIM_SHORT[d]}" for t, d in cells) + " | net |",
+                  "|---|" + "---|" * (len(cells) + 1)]
+        for s in systems:
+            got = gsb_cells(metrics, rater, s)
+            net = net_win(metrics, rater, s)
+            lines.append(f"| {s} | " + " | ".join(_pct(got.get(cell)) for cell in cells)
+                         + f" | {'-' if net is None else f'{net:+.2f}'} |")
+    tasks = [t for t in TASKS if n_by_task.get(t)]
+    lines += ["", "### Reference metrics: PSNR (dB) / SSIM, kept region vs source | filled region vs target", "",
+              "| system | " + " | ".join(f"{t} PSNR kept/filled | {t} SSIM kept/filled" for t in tasks) + " |",
+              "|---|" + "---|" * (2 * len(tasks))]
+    for s in [ours, *systems]:
+        row = []
+        for t in tasks:
+            for metric, fmt in (("psnr", "{:.1f}"), ("ssim", "{:.3f}")):
+                vals = [metrics.get(f"{metric}/{region}/{s}/{t}") for region in ("kept", "filled")]
+                row.append(" / ".join("-" if v is None else fmt.format(v) for v in vals))
+        lines.append(f"| {s} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the step
+
+
+def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
+    """Rate ``cfg.ours`` against every other system; write charts, grids, summary.md, report.json.
+
+    ``judge``: anything with ``p_yes(first, second, queries)`` (default: `Judge.load(cfg.judge_dir)`).
+    Returns {"metrics", "markdown", "charts", "grids", "summary", "report", "systems", "raters", ...} with
+    paths at their final place.
+    """
+    from steps.competitors import list_systems, load_outputs, manifest_path, read_conditions
+    from steps.io import atomic_dir, atomic_write_json, atomic_write_text
+    from steps.runtime import setup
+
+    setup(threads=cfg.threads)
+    t0 = time.perf_counter()
+    manifest = manifest_path(cfg.benchmark)
+    split = manifest.parent.name if manifest.name == "manifest.jsonl" else manifest.stem
+    conditions = limit(read_conditions(manifest), cfg.limit_per_task)
+    root = Path(cfg.competitors_dir)
+    systems = list(cfg.systems) or [s for s in list_systems(root) if s != cfg.ours]
+    if not (root / cfg.ours).is_dir():
+        raise FileNotFoundError(f"{root / cfg.ours}: no outputs of our model (ours={cfg.ours!r}); "
+                                f"systems there: {list_systems(root)}")
+    if not systems:
+        raise ValueError(f"{root}: no competitor folders besides {cfg.ours!r}")
+    ours = load_outputs(root / cfg.ours, conditions)
+    outputs = {s: load_outputs(root / s, conditions) for s in systems}
+    items = load_items(conditions, manifest.parent)
+    if judge is None:
+        from steps.models.judge import Judge
+
+        judge = Judge.load(cfg.judge_dir).eval()
+
+    counts = {"judge": judge_ratings(judge, items, ours, outputs, cfg.judge_batch)}
+    if any(it.sample is not None for it in items):
+        counts["annotators"] = annotator_ratings(items, ours, outputs, cfg.tie_margin)
+    raters = [r for r in RATERS if r in counts]
+    metrics = gsb_metrics(counts)
+    metrics.update(reference_metrics(items, {cfg.ours: ours, **outputs}))
+    n_by_task = {t: sum(c.task == t for c in conditions) for t in TASKS if any(c.task == t for c in conditions)}
+    markdown = markdown_summary(metrics, split, cfg.ours, systems, raters, n_by_task, cfg.tie_margin)
+
+    out = Path(cfg.out_dir)
+    title = f"{split}"
+    with atomic_dir(out) as tmp:
+        for task in n_by_task:
+            task_chart(metrics, task, cfg.ours, systems, raters, tmp / "charts" / f"{task}.png", title)
+            sample_grid(items, {cfg.ours: ours, **outputs}, task, cfg.grid_rows, tmp / "grids" / f"{task}.png", title)
+        charts = sorted(str(out / "charts" / p.name) for p in (tmp / "charts").glob("*.png"))
+        grids = sorted(str(out / "grids" / p.name) for p in (tmp / "grids").glob("*.png"))
+        atomic_write_text(tmp / "summary.md", markdown)
+        report = {
+            "split": split, "benchmark": str(manifest), "ours": cfg.ours, "systems": systems, "raters": raters,
+            "n_conditions": len(conditions), "n_by_task": n_by_task, "counts": counts, "metrics": metrics,
+            "net_win": {r: {s: net_win(metrics, r, s) for s in systems} for r in raters},
+            "annotators_simulated": "annotators" in raters,
+            "note": SIMULATED_NOTE.format(margin=cfg.tie_margin) if "annotators" in raters else "",
+            "charts": charts, "grids": grids, "config": asdict(cfg), "seconds": time.perf_counter() - t0,
+        }
+        atomic_write_json(tmp / "report.json", report)
+    return {**report, "markdown": markdown, "summary": str(out / "summary.md"), "report": str(out / "report.json"),
+            "out_dir": str(out)}
+
+
+def log_to_mlflow(tracker, run_id: str, result: dict[str, Any], artifact_path: str | None = None) -> None:
+    """Log a `run_benchmark` result to an MLflow run (explicit run id): metrics, charts, grids, reports.
+
+    One run per split: the DESIGN §8 keys carry no split name.
+    """
+    tracker.log_metrics(run_id, result["metrics"])
+    folder = artifact_path or f"benchmark/{result['split']}"
+    for path in result["charts"]:
+        tracker.log_artifact(run_id, path, f"{folder}/charts")
+    for path in result["grids"]:
+        tracker.log_artifact(run_id, path, f"{folder}/grids")
+    for path in (result["summary"], result["report"]):
+        tracker.log_artifact(run_id, path, folder)
+    tracker.set_tags(run_id, {"benchmark.split": result["split"], "benchmark.ours": result["ours"],
+                              "benchmark.annotators": "simulated" if result["annotators_simulated"] else "none"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = parse_cli(BenchmarkConfig, __doc__, argv)
+    result = run_benchmark(cfg)
+    print(result["markdown"])
+    print(json.dumps({k: result[k] for k in ("summary", "report", "charts", "grids", "seconds")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

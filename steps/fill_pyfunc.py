@@ -1,0 +1,45 @@
+"""The registered fill model as an MLflow pyfunc, logged as "models from code" by `steps.registry`.
+
+MLflow runs this file when the model loads; ``set_model`` at the bottom names the model object.
+
+Request: a pandas DataFrame, one row per fill request (`steps.registry.FILL_INPUT_COLUMNS`):
+- ``image``:  str, base64 of a PNG (RGB; other modes are converted)
+- ``mask``:   str, base64 of a PNG of the same size (single channel; > 127 = region to generate)
+- ``prompt``: str, what to generate (may be empty for extend and removal)
+- ``task``:   str, fill | extend | removal
+Response: a DataFrame with one column ``image`` (str, base64 PNG, the request's size).
+Params (optional per call): ``num_steps``, ``guidance``, ``seed``; defaults from the logged model_config.
+Row i's noise comes from (seed, i), so a request's output does not depend on the other rows' sizes.
+Artifact ``pipeline``: a FluxFill pipeline directory (diffusers layout).
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class FillModel(PythonModel):
+    def load_context(self, context):
+        from steps.models.policy import load_fill_pipeline
+        from steps.runtime import setup
+
+        setup()
+        self.pipe = load_fill_pipeline(context.artifacts["pipeline"])
+        self.defaults = {"num_steps": 8, "guidance": 30.0, "seed": 0, **(context.model_config or {})}
+
+    # The DataFrame hint only tells MLflow not to validate by type hints: the logged signature does.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from steps.competitors import fill_with_pipeline
+        from steps.registry import decode_fill_requests, encode_png
+
+        p = {**self.defaults, **(params or {})}
+        images, masks, prompts = decode_fill_requests(model_input)
+        seeds = [int(p["seed"]) * 1_000_003 + i for i in range(len(images))]
+        filled = fill_with_pipeline(self.pipe, images, masks, prompts, seeds, int(p["num_steps"]),
+                                    float(p["guidance"]))
+        return pd.DataFrame({"image": [encode_png(out) for out in filled]})
+
+
+mlflow.models.set_model(FillModel())

@@ -1,0 +1,141 @@
+"""Preference data -> judge training -> agreement gate, on the smoke profile (seconds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from steps.annotate import AnnotateConfig, annotate
+from steps.candidates import CandidatesConfig, generate_candidates, read_candidate_sets
+from steps.datasets import DatasetConfig, build_world, load_samples
+from steps.judge import JudgeConfig, easy_loser, train_judge
+from steps.judge_eval import AgreementConfig, gate, run_agreement, split_of, wilson
+from steps.judge_pretrain import JudgePretrainConfig, pretrain_judge, questions_for
+from steps.manifest import ManifestError
+from steps.preferences import read_pairs
+from steps.world import DIMENSIONS, dimensions_for, score
+
+
+@pytest.fixture(scope="module")
+def prefs(tmp_path_factory):
+    """World (32 px) -> random-init smoke base -> 4 candidates x 24 conditions -> simulated pairs."""
+    from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
+
+    root = tmp_path_factory.mktemp("prefs")
+    build_world(DatasetConfig(size=32, n_train=24, n_benchmark_per_task=2), root / "data")
+    save_pipeline(build_tiny_fill_pipeline(spec_for("smoke"), seed=0), root / "base", spec_for("smoke"))
+    generate_candidates(CandidatesConfig(base_dir=str(root / "base"), train_dir=str(root / "data/train"),
+                                         out_dir=str(root / "cands"), n_conditions=24, batch_size=12))
+    info = annotate(AnnotateConfig(candidates_dir=str(root / "cands"), train_dir=str(root / "data/train"),
+                                   out_dir=str(root / "prefs"), noise=0.0, tie_margin=0.0))
+    return root, info
+
+
+def test_candidates_and_simulated_pairs(prefs):
+    root, info = prefs
+    sets = read_candidate_sets(root / "cands" / "candidates.jsonl")
+    assert len(sets) == 24 and all(len(s["candidates"]) == 4 and len(s["sampling"]) == 4 for s in sets)
+    assert len({json.dumps(s["sampling"][0]) for s in sets} | {json.dumps(s["sampling"][1]) for s in sets}) > 1
+    from steps.manifest import read_manifest
+
+    conds = {c.id: c for c in read_manifest(root / "data/train/manifest.jsonl")}
+    pairs = read_pairs(root / "prefs" / "pairs.jsonl", conds)
+    assert info["n_pairs"] == len(pairs) > 0 and all(p.source == "simulated" for p in pairs)
+    samples = {s.id: s for s in load_samples(root / "data/train")}
+    from steps.io import read_rgb
+
+    for p in pairs[:20]:  # noise 0: the winner really scores higher on the pair's dimension
+        s = samples[p.condition_id]
+        assert score(read_rgb(p.winner), s)[p.dimension] >= score(read_rgb(p.loser), s)[p.dimension]
+        assert p.meta["clean_winner"].endswith(p.winner.name)
+    assert "SIMULATED" in (root / "prefs" / "README.txt").read_text()
+
+
+def test_human_pairs_are_validated_before_anything_is_written(prefs, tmp_path):
+    root, _ = prefs
+    human = tmp_path / "export"
+    shutil.copytree(root / "prefs", human)
+    lines = (human / "pairs.jsonl").read_text().splitlines()
+    bad = json.loads(lines[0]) | {"dimension": "removal_quality" if json.loads(lines[0])["task"] != "removal"
+                                  else "aesthetics", "source": "human"}
+    (human / "pairs.jsonl").write_text("\n".join([json.dumps(bad)] + lines[1:]) + "\n")
+    out = tmp_path / "ingested"
+    with pytest.raises(ManifestError, match=r"pairs.jsonl:1: field 'dimension'"):
+        annotate(AnnotateConfig(human_dir=str(human), train_dir=str(root / "data/train"), out_dir=str(out)))
+    assert not out.exists()
+    (human / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    info = annotate(AnnotateConfig(human_dir=str(human), train_dir=str(root / "data/train"), out_dir=str(out)))
+    assert info["n_pairs"] == len(lines) and (out / "pairs.jsonl").exists()
+
+
+def test_easy_losers_are_worse_on_their_dimension():
+    from steps.world import WorldConfig, make_sample
+
+    rng = np.random.default_rng(0)
+    for i, task in enumerate(["fill", "fill", "extend", "removal"] * 3):
+        s = make_sample(WorldConfig(size=64, extend_prompt_fraction=1.0), i, task)
+        for dim in dimensions_for(s.task, s.prompt):
+            assert score(easy_loser(s, dim, rng), s)[dim] < score(s.target, s)[dim] - 0.05, (task, dim)
+
+
+def test_pretrain_questions_are_true_to_ground_truth():
+    from steps.world import WorldConfig, make_sample
+
+    rng = np.random.default_rng(0)
+    items = [it for i in range(30) for it in questions_for(make_sample(WorldConfig(size=32), i, "fill"), rng)]
+    answers = np.array([a for _, _, a, _ in items])
+    assert 0.35 < answers.mean() < 0.65, "balanced enough that the prior alone does not win"
+    assert {k for *_, k in items} >= {"object", "colour", "clean", "sharp"}
+
+
+def test_judge_training_and_agreement_gate(prefs, tmp_path):
+    root, _ = prefs
+    pre = pretrain_judge(JudgePretrainConfig(profile="smoke", train_dir=str(root / "data/train"),
+                                             out_dir=str(tmp_path / "pre"), steps=5, batch_size=8, n_samples=24))
+    assert set(pre["metrics"]) >= {"pretrain/accuracy"}
+    logged = []
+    summary = train_judge(JudgeConfig(profile="smoke", init_dir=str(tmp_path / "pre"), pairs_dir=str(root / "prefs"),
+                                      train_dir=str(root / "data/train"), out_dir=str(tmp_path / "judge"),
+                                      steps=6, batch_size=4, log_every=2, heldout_fraction=0.3),
+                          log=lambda m, s: logged.append(m))
+    assert summary["n_train_pairs"] > 0 and summary["n_heldout_pairs"] > 0
+    assert any(m["judge/easy_batch"] == 1.0 for m in logged)
+    result = run_agreement(AgreementConfig(judge_dir=str(tmp_path / "judge"), pairs_dir=str(root / "prefs"),
+                                           train_dir=str(root / "data/train"), out_dir=str(tmp_path / "agree"),
+                                           heldout_fraction=0.3, min_pairs=1))
+    for cell, row in result["table"].items():
+        assert cell.split("/")[1] in DIMENSIONS[cell.split("/")[0]]
+        assert row["ci_low"] <= row["accuracy"] <= row["ci_high"] and row["clean_accuracy"] == row["accuracy"]
+    assert (tmp_path / "agree" / "agreement.png").exists() and "SIMULATED" in result["markdown"]
+    assert result["passed"] == all(r["accuracy"] >= r["threshold"] for r in result["table"].values()) \
+        and not result["warnings"]
+
+
+def test_gate_rules():
+    row = {"accuracy": 0.9, "threshold": 0.8, "passed": True, "n": 50}
+    assert gate({"fill/consistency": row}, ["fill/consistency"])[0]
+    failing = dict(row, accuracy=0.7, passed=False)
+    ok, reasons, _ = gate({"fill/consistency": failing})
+    assert not ok and "0.700 < threshold 0.8000" in reasons[0]
+    ok, reasons, _ = gate({"fill/consistency": dict(row, n=5)}, min_pairs=20)
+    assert not ok and "cannot be validated" in reasons[0]
+    ok, reasons, warnings = gate({}, ["removal/removal_quality"], insufficient="warn")
+    assert ok and not reasons and "0 held-out pairs" in warnings[0]
+
+
+def test_split_and_interval():
+    ids = [f"fill-{i:06d}" for i in range(2000)]
+    held = [i for i in ids if split_of(i, 0.2) == "heldout"]
+    assert 0.17 < len(held) / len(ids) < 0.23 and held == [i for i in ids if split_of(i, 0.2) == "heldout"]
+    lo, hi = wilson(80, 100)
+    assert lo == pytest.approx(0.711, abs=0.002) and hi == pytest.approx(0.867, abs=0.002)
+
+
+def test_config_guards():
+    with pytest.raises(ValueError, match="init_dir"):
+        JudgeConfig(profile="flux")
+    with pytest.raises(ValueError, match="flux"):
+        JudgePretrainConfig(profile="flux")

@@ -1,0 +1,236 @@
+"""Registry: the fill model as a models-from-code pyfunc, aliases, the promotion gate, the inference CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps.registry import (
+    CHALLENGER,
+    CHAMPION,
+    FILL_MODEL_NAME,
+    GateConfig,
+    ModelNotFoundError,
+    alias_version,
+    client_for,
+    decode_fill_requests,
+    decode_png,
+    download_pipeline,
+    encode_png,
+    fill_request,
+    load_model,
+    promotion_gate,
+    register_fill_model,
+    register_judge_model,
+    use_tracking_uri,
+)
+from steps.world import DIMENSIONS
+
+SIZE = 32
+
+
+def gsb(rater: str, system: str, good: float, bad: float, worse: tuple[str, str] | None = None) -> dict[str, float]:
+    """Benchmark metrics with the same good/bad in every task x dimension (``worse``: one cell all bad)."""
+    m = {}
+    for task, dims in DIMENSIONS.items():
+        for dim in dims:
+            g, b = (0.0, 1.0) if (task, dim) == worse else (good, bad)
+            m.update({f"gsb/{rater}/{system}/{task}/{dim}/good": g, f"gsb/{rater}/{system}/{task}/{dim}/bad": b,
+                      f"gsb/{rater}/{system}/{task}/{dim}/same": 1.0 - g - b})
+    return m
+
+
+def passing(worse=None) -> dict[str, float]:
+    m = {}
+    for rater in ("judge", "annotators"):
+        m.update(gsb(rater, "base", 0.6, 0.1))
+        m.update(gsb(rater, "champion", 0.4, 0.2, worse if rater == "annotators" else None))
+    return m
+
+
+def request_image():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[8:24, 8:24] = 255
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    import torch
+
+    from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("policy") / "pipeline"
+    return save_pipeline(build_tiny_fill_pipeline(spec_for("smoke"), seed=0), path, spec_for("smoke"))
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_uri, pipeline_dir):
+    return register_fill_model(mlflow_uri, pipeline_dir, None, profile="smoke", num_steps=2)
+
+
+# ---------------------------------------------------------------- the gate on constructed numbers
+
+
+def test_gate_passes_only_when_better_than_champion_and_base():
+    verdict = promotion_gate(passing(), champion_version="3")
+    assert verdict.passed, verdict.reasons
+    assert verdict.net_wins["judge/base"] == pytest.approx(0.5)
+    assert verdict.net_wins["annotators/champion"] == pytest.approx(0.2)
+    assert any("version 3" in r for r in verdict.reasons)
+
+    worse = promotion_gate(passing(worse=("fill", "structure")), champion_version="3")
+    assert not worse.passed
+    assert any(r.startswith("FAIL annotators: fill/structure worse than the champion") for r in worse.reasons)
+
+    m = passing()
+    m.update(gsb("judge", "champion", 0.1, 0.1))
+    assert not promotion_gate(m, "3").passed  # a tie is not a win
+
+    no_champion_outputs = {k: v for k, v in passing().items() if "/champion/" not in k}
+    v = promotion_gate(no_champion_outputs, champion_version="3")
+    assert not v.passed and any("no results against the current champion" in r for r in v.reasons)
+    first = promotion_gate(no_champion_outputs, champion_version=None)
+    assert first.passed and any("compared with the base only" in r for r in first.reasons)
+
+
+def test_gate_without_annotators_or_results():
+    judge_only = {k: v for k, v in passing().items() if k.startswith("gsb/judge/")}
+    v = promotion_gate(judge_only, "1")
+    assert v.passed and any("judge only" in r for r in v.reasons)
+    assert not promotion_gate(None, "1").passed
+    assert not promotion_gate({k: v for k, v in passing().items() if "annotators" in k}, None).passed
+    assert not promotion_gate(passing(), "1", GateConfig(min_net_win=0.3)).passed
+
+
+def test_request_codec_errors_name_row_and_field():
+    image, mask = request_image()
+    ok = fill_request(image, mask, "a red circle", "fill")
+    images, masks, prompts = decode_fill_requests(pd.DataFrame([ok, {**ok, "task": "removal", "prompt": ""}]))
+    assert np.array_equal(images[0], image) and prompts == ["a red circle", "remove"]
+    with pytest.raises(ValueError, match="row 1: field 'task': unknown task 'paint'"):
+        decode_fill_requests(pd.DataFrame([ok, {**ok, "task": "paint"}]))
+    with pytest.raises(ValueError, match="row 0: field 'mask': size 16x16 differs"):
+        decode_fill_requests(pd.DataFrame([{**ok, "mask": encode_png(np.zeros((16, 16), np.uint8))}]))
+    with pytest.raises(ValueError, match="field 'image': expected a base64-encoded PNG"):
+        decode_fill_requests(pd.DataFrame([{**ok, "image": "not base64!"}]))
+    with pytest.raises(ValueError, match="missing column"):
+        decode_fill_requests(pd.DataFrame([{"image": ok["image"]}]))
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def test_registered_fill_model_loads_from_the_registry_and_fills(mlflow_uri, registered):
+    import mlflow
+
+    assert registered["aliases"] == [CHALLENGER] and not registered["verdict"]["passed"]
+    client = client_for(mlflow_uri)
+    version = client.get_model_version(FILL_MODEL_NAME, registered["version"])
+    assert version.tags["gate.passed"] == "false" and "no benchmark results" in version.tags["gate.reasons"]
+    assert alias_version(client, FILL_MODEL_NAME, CHALLENGER) == registered["version"]
+    assert client.get_run(registered["run_id"]).info.status == "FINISHED"
+    was_set = mlflow.is_tracking_uri_set()
+    with use_tracking_uri(mlflow_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{FILL_MODEL_NAME}@{CHALLENGER}")
+    assert mlflow.is_tracking_uri_set() == was_set
+    inputs = [c.name for c in model.metadata.signature.inputs.inputs]
+    assert inputs == ["image", "mask", "prompt", "task"]
+    image, mask = request_image()
+    out = model.predict(pd.DataFrame([fill_request(image, mask, "a red circle", "fill"),
+                                      fill_request(image, mask, "", "removal")]))
+    filled = [decode_png(v) for v in out["image"]]
+    assert [f.shape for f in filled] == [(SIZE, SIZE, 3)] * 2
+    again = model.predict(pd.DataFrame([fill_request(image, mask, "a red circle", "fill")]))
+    assert again["image"][0] == out["image"][0]  # fixed seed
+    location = client.get_logged_model(registered["model_id"]).artifact_location
+    requirements = (Path(location.removeprefix("file://")) / "requirements.txt").read_text().split()
+    assert {"torch", "diffusers", "mlflow"} <= {r.split("==")[0] for r in requirements}
+    assert (Path(location.removeprefix("file://")) / "code" / "steps" / "fill_pyfunc.py").is_file()
+    with pytest.raises(Exception, match="unknown task"):
+        model.predict(pd.DataFrame([fill_request(image, mask, "x", "paint")]))
+
+
+def test_download_pipeline_for_benchmarking(mlflow_uri, registered, tmp_path):
+    from steps.models.policy import load_fill_pipeline
+
+    path = download_pipeline(mlflow_uri, f"models:/{FILL_MODEL_NAME}/{registered['version']}", tmp_path / "pipe")
+    assert load_fill_pipeline(path).vae_scale_factor == 2
+    assert download_pipeline(mlflow_uri, f"models:/{FILL_MODEL_NAME}@no-such-alias", tmp_path / "x") is None
+
+
+def test_champion_moves_only_when_the_gate_passes(mlflow_uri, pipeline_dir, registered):
+    client = client_for(mlflow_uri)
+    before = alias_version(client, FILL_MODEL_NAME, CHAMPION)
+    worse = register_fill_model(mlflow_uri, pipeline_dir, passing(worse=("removal", "removal_quality")),
+                                profile="smoke", num_steps=2)
+    if before is None:  # the very first champion is judged against the base only: this one passes that
+        assert worse["verdict"]["passed"] and alias_version(client, FILL_MODEL_NAME, CHAMPION) == worse["version"]
+        before = worse["version"]
+        worse = register_fill_model(mlflow_uri, pipeline_dir, passing(worse=("removal", "removal_quality")),
+                                    profile="smoke", num_steps=2)
+    assert not worse["verdict"]["passed"] and worse["champion"] == before
+    assert alias_version(client, FILL_MODEL_NAME, CHAMPION) == before
+    assert alias_version(client, FILL_MODEL_NAME, CHALLENGER) == worse["version"]
+    tags = client.get_model_version(FILL_MODEL_NAME, worse["version"]).tags
+    assert tags["gate.passed"] == "false" and "removal/removal_quality worse than the champion" in tags["gate.reasons"]
+
+    better = register_fill_model(mlflow_uri, pipeline_dir, passing(), profile="smoke", num_steps=2)
+    assert better["verdict"]["passed"] and better["previous_champion"] == before
+    assert alias_version(client, FILL_MODEL_NAME, CHAMPION) == better["version"]
+    assert client.get_model_version(FILL_MODEL_NAME, better["version"]).tags["gate.passed"] == "true"
+    assert client.get_run(better["run_id"]).data.metrics["gate/judge/champion/net_win"] == pytest.approx(0.2)
+
+
+def test_infer_cli_fills_from_the_champion_with_clear_errors(mlflow_uri, pipeline_dir, tmp_path, capsys):
+    from steps.infer import main
+    from steps.io import read_rgb, write_png
+
+    client = client_for(mlflow_uri)
+    if alias_version(client, FILL_MODEL_NAME, CHAMPION) is None:
+        register_fill_model(mlflow_uri, pipeline_dir, passing(), profile="smoke", num_steps=2)
+    image, mask = request_image()
+    write_png(tmp_path / "in.png", image)
+    write_png(tmp_path / "mask.png", mask)
+    write_png(tmp_path / "small.png", mask[:16, :16])
+    args = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--task", "fill",
+            "--prompt", "a red circle", "--out", str(tmp_path / "out.png"), "--tracking-uri", mlflow_uri]
+    assert main(["--model", f"models:/{FILL_MODEL_NAME}@{CHAMPION}", *args]) == 0
+    assert read_rgb(tmp_path / "out.png").shape == (SIZE, SIZE, 3)
+
+    assert main(["--model", f"models:/{FILL_MODEL_NAME}@nope", *args]) == 1
+    assert "has no alias 'nope'" in capsys.readouterr().err
+    assert main(["--model", "models:/no-such-model@champion", *args]) == 1
+    assert "no registered model 'no-such-model'" in capsys.readouterr().err
+    bad_mask = [a if a != str(tmp_path / "mask.png") else str(tmp_path / "small.png") for a in args]
+    assert main(["--model", f"models:/{FILL_MODEL_NAME}@{CHAMPION}", *bad_mask]) == 2
+    assert "size 16x16 differs from --image" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", f"models:/{FILL_MODEL_NAME}@{CHAMPION}", *[a if a != "fill" else "paint" for a in args]])
+    assert exit_.value.code == 2 and "invalid choice: 'paint'" in capsys.readouterr().err
+    with pytest.raises(ModelNotFoundError):
+        load_model(f"models:/{FILL_MODEL_NAME}/999", mlflow_uri)
+
+
+def test_judge_registers_and_scores_pairs(mlflow_uri, tmp_path):
+    from steps.models.judge import Judge, spec_for
+    from steps.preferences import judge_query
+
+    judge_dir = Judge.build(spec_for("smoke")).save(tmp_path / "judge")
+    low = register_judge_model(mlflow_uri, judge_dir, {"agreement/fill/structure": 0.4}, profile="smoke")
+    assert not low["verdict"]["passed"] and CHAMPION not in low["aliases"]
+    ok = register_judge_model(mlflow_uri, judge_dir, {"agreement/fill/structure": 0.8,
+                                                      "agreement/removal/removal_quality": 0.9}, profile="smoke")
+    assert ok["verdict"]["passed"] and ok["champion"] == ok["version"]
+    model = load_model("models:/onereward-judge@champion", mlflow_uri)
+    image, _ = request_image()
+    rows = [{"first_image": encode_png(image), "second_image": encode_png(image[::-1].copy()),
+             "query": judge_query("fill", "structure")}] * 2
+    p = model.predict(pd.DataFrame(rows))["p_yes"].to_numpy()
+    assert p.shape == (2,) and np.all((p > 0) & (p < 1)) and p[0] == pytest.approx(p[1])
