@@ -436,12 +436,13 @@ def register_fill_model(tracking_uri: str, pipeline_dir: str | os.PathLike, metr
 def register_judge_model(tracking_uri: str, judge_dir: str | os.PathLike, agreement: dict[str, float] | None = None,
                          *, min_agreement: float = 0.6, run_id: str | None = None, profile: str = "tiny",
                          artifact_root: str | os.PathLike | None = None, tags: dict[str, str] | None = None,
-                         name: str = JUDGE_MODEL_NAME) -> dict[str, Any]:
+                         name: str = JUDGE_MODEL_NAME, verdict: tuple[bool, list[str]] | None = None) -> dict[str, Any]:
     """Log + register the judge (pyfunc: first image, second image, query -> P(Yes)).
 
     ``challenger`` -> new version; ``champion`` when every ``agreement/<task>/<dimension>`` in
-    ``agreement`` (the held-out human-agreement metrics) is at least ``min_agreement``. Returns the same
-    dict as `register_fill_model`.
+    ``agreement`` (the held-out human-agreement metrics) is at least ``min_agreement``, or -- when
+    ``verdict`` = (passed, reasons) is given -- as the pipeline's per-cell agreement gate decided.
+    Returns the same dict as `register_fill_model`.
     """
     judge_dir = Path(judge_dir)
     if not (judge_dir / "config.json").is_file():
@@ -450,7 +451,9 @@ def register_judge_model(tracking_uri: str, judge_dir: str | os.PathLike, agreem
                        {"batch_size": 32},
                        "OneReward judge: P(Yes) that the first image is better for a task/dimension query",
                        "register-judge")
-    return _release(tracking_uri, release, lambda previous: agreement_gate(agreement, min_agreement), run_id=run_id,
+    decide = (lambda previous: Verdict(verdict[0], list(verdict[1]) or ["agreement gate passed"])) if verdict \
+        else (lambda previous: agreement_gate(agreement, min_agreement))
+    return _release(tracking_uri, release, decide, run_id=run_id,
                     profile=profile, artifact_root=artifact_root, tags={**(tags or {}), "judge_dir": str(judge_dir)})
 
 
