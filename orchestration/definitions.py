@@ -15,9 +15,12 @@ from steps.runtime import OFFLINE_ENV
 for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 
+from orchestration import jobs  # noqa: E402
 from orchestration.assets import datasets as dataset_assets  # noqa: E402
+from orchestration.assets import evaluation as evaluation_assets  # noqa: E402
 from orchestration.assets import judge as judge_assets  # noqa: E402
 from orchestration.assets import models as model_assets  # noqa: E402
+from orchestration.assets import rl as rl_assets  # noqa: E402
 from orchestration.checks.datasets import dataset_checks  # noqa: E402
 from orchestration.resources import default_resources  # noqa: E402
 
@@ -25,8 +28,11 @@ from orchestration.resources import default_resources  # noqa: E402
 executor = dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("ONEREWARD_MAX_CONCURRENT", "2"))})
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([dataset_assets, model_assets, judge_assets]),
+    assets=dg.load_assets_from_modules([dataset_assets, model_assets, judge_assets, rl_assets, evaluation_assets]),
     asset_checks=[*dataset_checks, judge_assets.agreement_gate],
-    resources=default_resources(),
+    resources={**default_resources(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+    jobs=[jobs.retrain_job, jobs.full_pipeline_job],
+    schedules=[jobs.weekly_retraining],
+    sensors=[jobs.new_preferences_sensor],
     executor=executor,
 )

@@ -123,8 +123,12 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
     summary, run_id, tracker = _tracked(context, mlflow, project, "judge", vars(cfg), lambda log: train_judge(cfg, log))
     tracker.end_run(run_id)
     digest = dir_digest(cfg.out_dir)
+    from orchestration.jobs import preferences_version
+
+    pairs_md5 = preferences_version(project.root_path, project.profile) or ""
     return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]), metadata={
         "path": dg.MetadataValue.path(cfg.out_dir), "mlflow_run_id": run_id, "sha256": digest,
+        "pairs_md5": pairs_md5,
         "n_train_pairs": summary["n_train_pairs"], "n_heldout_pairs": summary["n_heldout_pairs"],
         "final_loss": round(summary["final_loss"], 4), "seconds": round(summary["seconds"], 1),
         "query_template_version": summary["query_template_version"]})

@@ -1,0 +1,127 @@
+"""Benchmark against competitors, and the MLflow registry with its promotion gate."""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from orchestration.assets.datasets import BENCHMARK, PHOTOS
+from orchestration.assets.judge import AGREEMENT, JUDGE
+from orchestration.assets.models import BASE_MODEL, image_md
+from orchestration.resources import MlflowResource, ProjectResource
+
+POLICY = dg.AssetKey("policy")
+COMPETITORS = dg.AssetKey("competitor_outputs")
+REPORT = dg.AssetKey("benchmark_report")
+FILL_REGISTRATION = dg.AssetKey("fill_model_registration")
+JUDGE_REGISTRATION = dg.AssetKey("judge_registration")
+EVAL_GROUP = "evaluation"
+SPLITS = ("benchmark", "photos")
+USER_COMPETITORS_ENV = "ONEREWARD_COMPETITORS"  # os.pathsep-separated folders competitors/<system>/<id>.png
+
+
+def policy_dirs(project: ProjectResource) -> dict[str, Path]:
+    """The RL variants that were trained: {"static": dir, "dynamic": dir} (pipelines in diffusers layout)."""
+    root = project.root_path / f"outputs/{project.profile}/policy"
+    return {v: root / v for v in ("static", "dynamic") if (root / v / "model_index.json").exists()}
+
+
+def ours(project: ProjectResource) -> str:
+    """Our released model: the dynamic variant when trained (DESIGN §4), else the static one."""
+    dirs = policy_dirs(project)
+    if not dirs:
+        raise dg.Failure(f"no trained policy under outputs/{project.profile}/policy: materialize `policy` first")
+    return "dynamic" if "dynamic" in dirs else "static"
+
+
+@dg.asset(key=COMPETITORS, group_name=EVAL_GROUP, deps=[POLICY, BASE_MODEL, BENCHMARK, PHOTOS])
+def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResource,
+                       mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Outputs of every system on every benchmark split: our RL variants, the base, the current registry
+    champion, classical inpainting (Telea, Navier-Stokes, biharmonic, reflect) and user folders
+    (ONEREWARD_COMPETITORS, validated: missing ids and sizes are reported)."""
+    from steps.competitors import CompetitorsConfig, build_competitors
+    from steps.registry import download_pipeline
+
+    root = project.root_path
+    models = {"base": str(root / f"outputs/{project.profile}/base_model")}
+    models.update({k: str(v) for k, v in policy_dirs(project).items()})
+    champion = download_pipeline(mlflow.tracker().tracking_uri, "models:/onereward-fill@champion",
+                                 project.outputs_dir / "registry_champion")
+    if champion is not None:
+        models["champion"] = str(champion)
+    users = tuple(p for p in os.environ.get(USER_COMPETITORS_ENV, "").split(os.pathsep) if p)
+    metadata = {}
+    for split in SPLITS:
+        cfg = CompetitorsConfig.for_profile(project.profile, root, split, models=models,
+                                            user_folders=users if split == "benchmark" else ())
+        result = build_competitors(cfg)
+        metadata[f"{split}_systems"] = dg.MetadataValue.json(sorted(result["systems"]))
+        metadata[f"{split}_dir"] = dg.MetadataValue.path(cfg.out_dir)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(key=REPORT, group_name=EVAL_GROUP, deps=[COMPETITORS, JUDGE])
+def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource,
+                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Good/same/bad of our model against every system, per task x dimension, by the judge (both orders) and
+    by the SIMULATED annotators where ground truth exists; PSNR/SSIM; charts and sample grids per split."""
+    from steps.benchmark import BenchmarkConfig, log_to_mlflow, run_benchmark
+    from steps.models.judge import Judge
+
+    root = project.root_path
+    judge = Judge.load(root / f"outputs/{project.profile}/judge").eval()
+    metadata: dict = {"ours": ours(project)}
+    for split in SPLITS:
+        cfg = BenchmarkConfig.for_profile(project.profile, root, split, ours=ours(project),
+                                          judge_dir=str(root / f"outputs/{project.profile}/judge"))
+        result = run_benchmark(cfg, judge=judge)
+        tracker, run_id = mlflow.start_run(context, project.profile, f"benchmark/{split}")
+        log_to_mlflow(tracker, run_id, result)
+        tracker.end_run(run_id)
+        metadata[f"{split}_summary"] = dg.MetadataValue.md(result["markdown"])
+        metadata[f"{split}_charts"] = dg.MetadataValue.md("\n\n".join(image_md(p, 640) for p in result["charts"]))
+        metadata[f"{split}_mlflow_run_id"] = run_id
+        metadata[f"{split}_report"] = dg.MetadataValue.path(result["report"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(key=FILL_REGISTRATION, group_name=EVAL_GROUP, deps=[REPORT])
+def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectResource,
+                            mlflow: MlflowResource) -> dg.MaterializeResult:
+    """`onereward-fill` in the MLflow registry: every new version is `challenger`; `champion` moves only
+    when the promotion gate passes (beats the base and the current champion, no dimension much worse)."""
+    from steps.registry import register_fill_model
+
+    report = json.loads((project.root_path / f"outputs/{project.profile}/benchmark_report/benchmark/report.json")
+                        .read_text())
+    tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-fill")
+    released = register_fill_model(tracker.tracking_uri, policy_dirs(project)[ours(project)], report["metrics"],
+                                   run_id=run_id, profile=project.profile,
+                                   artifact_root=project.root_path / "mlflow" / "artifacts")
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(metadata={
+        "version": released["version"], "aliases": dg.MetadataValue.json(released["aliases"]),
+        "champion": str(released["champion"]), "model_uri": released["model_uri"],
+        "verdict": dg.MetadataValue.md("\n".join(f"- {r}" for r in released["verdict"]["reasons"])),
+        "load_with": f'mlflow.pyfunc.load_model("models:/onereward-fill@{"champion" if released["verdict"]["passed"] else "challenger"}")'})
+
+
+@dg.asset(key=JUDGE_REGISTRATION, group_name=EVAL_GROUP, deps=[AGREEMENT])
+def judge_registration(context: dg.AssetExecutionContext, project: ProjectResource,
+                       mlflow: MlflowResource) -> dg.MaterializeResult:
+    """`onereward-judge` in the MLflow registry (a pyfunc scoring (first, second, query) -> P(Yes));
+    `champion` when the agreement gate passed."""
+    from steps.registry import register_judge_model
+
+    agreement = json.loads((project.root_path / f"outputs/{project.profile}/judge_agreement/agreement.json").read_text())
+    tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-judge")
+    released = register_judge_model(
+        tracker.tracking_uri, project.root_path / f"outputs/{project.profile}/judge",
+        {f"agreement/{c}": r["accuracy"] for c, r in agreement["table"].items()}, run_id=run_id,
+        profile=project.profile, artifact_root=project.root_path / "mlflow" / "artifacts",
+        verdict=(agreement["passed"], agreement["reasons"]))
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(metadata={"version": released["version"],
+                                          "aliases": dg.MetadataValue.json(released["aliases"])})

@@ -1,0 +1,77 @@
+"""The RL asset: OneReward training of the fill model against the judge, as its own process (Pipes)."""
+
+import os
+import shutil
+import sys
+
+import dagster as dg
+
+from orchestration.assets.datasets import BENCHMARK, TRAIN
+from orchestration.assets.evaluation import POLICY
+from orchestration.assets.judge import AGREEMENT
+from orchestration.assets.models import BASE_MODEL, image_md
+from orchestration.config import config_from_dataclass, overrides
+from orchestration.resources import MlflowResource, ProjectResource
+from steps.rl import RLConfig
+
+RL_GROUP = "rl"
+_RLFields = config_from_dataclass(RLConfig, "RLFields", exclude=(
+    "profile", "base_dir", "judge_dir", "train_dir", "eval_dir", "out_dir", "reference"))
+
+
+class PolicyConfig(_RLFields):
+    variants: str = "both"  # static | dynamic | both
+    num_processes: int = 1  # accelerate processes (GPUs); 1 on CPU
+
+
+def launch_command(num_processes: int) -> list[str]:
+    """`accelerate launch` of the Pipes child; CPU-only machines get --cpu."""
+    import torch
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+           "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    if not torch.cuda.is_available():
+        cmd.append("--cpu")
+    elif num_processes > 1:
+        cmd.append("--multi_gpu")
+    return [*cmd, "-m", "orchestration.pipes_rl"]
+
+
+@dg.asset(key=POLICY, group_name=RL_GROUP, deps=[BASE_MODEL, AGREEMENT, TRAIN, BENCHMARK],
+          pool="gpu" if os.environ.get("ONEREWARD_PROFILE") == "flux" else None)
+def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: ProjectResource,
+           mlflow: MlflowResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    """The RL-trained fill model(s): OneReward with the static reference (Algorithm 1, frozen base) and/or
+    the dynamic one (Algorithm 2, EMA policy). Runs only after the judge's agreement gate passed; each
+    variant is `accelerate launch`ed as its own process through Dagster Pipes (the `gpu` pool on flux)."""
+    from steps.hashing import dir_digest
+
+    if config.variants not in ("static", "dynamic", "both"):
+        raise dg.Failure(f"variants must be static, dynamic or both, got {config.variants!r}")
+    variants = ["static", "dynamic"] if config.variants == "both" else [config.variants]
+    fields = {k: v for k, v in overrides(config).items() if k not in ("variants", "num_processes")}
+    metadata: dict = {}
+    for variant in variants:
+        cfg = RLConfig.for_profile(project.profile, project.root_path, reference=variant, **fields)
+        out = os.path.join(cfg.out_dir, variant)
+        tracker, run_id = mlflow.start_run(context, project.profile, f"policy/{variant}")
+        tracker.log_params(run_id, cfg.params())
+        tracker.set_tags(run_id, {"reference": variant})
+        invocation = pipes_subprocess_client.run(
+            command=launch_command(config.num_processes), context=context,
+            extras={"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+                    "mlflow_run_id": run_id, "tracking_uri": tracker.tracking_uri, "root": str(project.root_path)},
+            env={**os.environ, "ONEREWARD_PROFILE": project.profile})
+        messages = invocation.get_custom_messages()
+        summary = messages[-1] if messages else {}
+        tracker.end_run(run_id, "FINISHED" if summary.get("status", "finished") != "failed" else "FAILED")
+        metadata[f"{variant}_path"] = dg.MetadataValue.path(out)
+        metadata[f"{variant}_mlflow_run_id"] = run_id
+        metadata[f"{variant}_sha256"] = dir_digest(out)
+        metadata[f"{variant}_summary"] = dg.MetadataValue.json(summary)
+        grids = sorted((project.root_path / f"outputs/{project.profile}/policy/{variant}_report").glob("*.png"))
+        if grids:
+            metadata[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))
+    for stale in {"static", "dynamic"} - set(variants):  # a variant not trained now must not be benchmarked
+        shutil.rmtree(project.root_path / f"outputs/{project.profile}/policy/{stale}", ignore_errors=True)
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,522 @@
+"""Recipe: OneReward RL of the fill model against the VLM judge (DESIGN §4, Algorithms 1 and 2).
+
+    python -m steps.rl --config rl.yaml --set reference=dynamic    # any YAML of RLConfig fields (--key a.b)
+    torchrun --nproc_per_node 2 -m steps.rl --config ...        # 2 CPU processes (gloo), as the tests do
+    accelerate launch --config_file configs/accelerate_ddp.yaml -m steps.rl --config ...    # GPUs, DDP
+    accelerate launch --config_file configs/accelerate_fsdp.yaml -m steps.rl --config ...   # flux, FSDP
+
+One iteration (per rank; every rank draws the same task and t, its own conditions and noises):
+1. task k ~ p_k, a batch of its conditions c (encoded once and cached: `ConditionBank`);
+2. reference image: full no-grad denoise from noise e1 by the reference -- ``static`` (Algorithm 1): the
+   frozen base (with LoRA: the policy with adapters disabled, no second copy); ``dynamic`` (Algorithm 2):
+   the EMA policy;
+3. policy image: from independent noise e2, no-grad Euler steps down to a random step t in [t1, t2] of
+   the T-step schedule, then ONE x0 prediction with grad, decoded by the frozen VAE;
+4. J_e = relu(lambda - P(Yes | policy first, reference second, q(k, e, prompt))) for each dimension e of
+   the sample; loss = mean over e, MINIMISED (the paper's "gradient ascent" is a sign slip). The judge is
+   frozen; gradients reach the policy pixels through its torch preprocessing;
+5. AdamW step on the trainable parameters (all of the transformer, or the LoRA adapters), EMA update.
+
+Exact resume: every random choice of step s comes from (seed, s, rank) (`draw_step`), so a run killed
+after the checkpoint at step s and resumed from it ends with exactly the weights of an uninterrupted run
+(CPU, same seed). Checkpoints (safetensors weights + EMA, optimizer and scheduler state, per-rank RNG
+states, guard state) are one folder per step, written to a temporary folder and renamed.
+
+Reward-hacking guard (every guard_every steps, on a fixed held-out batch with fixed noise): the policy's
+full samples are scored by signals it never optimises -- the world's per-dimension scores (smoke / tiny)
+or the kept region's SSIM to the source (flux) -- and by the judge against the base model's samples.
+The first evaluation (the base, step 0) is the baseline; a task is flagged when its judge reward rose
+by more than guard_min_rise while one of its held-out signals fell by more than guard_margin; after
+guard_patience flagged evaluations in a row training stops with `RewardHackingError`.
+
+Scale-out: `accelerate launch` (DDP: tested on CPU through torchrun + gloo, which is what accelerate's
+multi-CPU mode uses; `accelerate launch --cpu` starts one process only). FSDP (per-rank sharded
+checkpoints, the EMA weights gathered for release) is written but has not run: no GPUs here. Checkpoint
+folders must be on a filesystem every rank sees.
+
+Outputs: ``out_dir/<reference>/`` the released pipeline (diffusers layout) with the EMA weights (LoRA
+merged); ``out_dir/<reference>_checkpoints/``; ``out_dir/<reference>_report/`` summary.json and sample
+grids (rows: source | mask | reference | policy x0 | target).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steps.config import field, parse_cli
+
+if TYPE_CHECKING:
+    import torch
+
+RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
+                     "ema_tau", "paste_back", "guidance", "grad_accum", "lora_rank", "lora_alpha",
+                     "fill_prob", "extend_prob", "removal_prob")
+
+
+class RewardHackingError(RuntimeError):
+    """The judge reward rose while a held-out signal the policy never optimises fell beyond the margin."""
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    profile: str = field("tiny", "smoke | tiny (models built from config) | flux (FLUX.1-Fill, Qwen2.5-VL)")
+    base_dir: str = field("outputs/tiny/base_model", "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
+    judge_dir: str = field("outputs/tiny/judge", "trained judge directory (Judge.save layout)")
+    train_dir: str = field("data/tiny/train", "training conditions (manifest.jsonl)")
+    eval_dir: str = field("data/tiny/benchmark", "held-out conditions for the reward-hacking guard")
+    out_dir: str = field("outputs/tiny/policy", "released model goes to out_dir/<reference>/")
+    reference: str = field("static", "static: frozen base (Algorithm 1) | dynamic: EMA policy (Algorithm 2)")
+    # task mix and batches
+    fill_prob: float = field(0.5, "probability of drawing a fill batch")
+    extend_prob: float = field(0.25, "probability of drawing an extend batch")
+    removal_prob: float = field(0.25, "probability of drawing a removal batch")
+    batch_size: int = field(8, "conditions per rank per micro-batch")
+    grad_accum: int = field(1, "micro-batches per optimizer step")
+    steps: int = field(300, "optimizer steps")
+    lr: float = field(1e-4, "AdamW learning rate (constant after warmup)")
+    warmup: int = field(10, "linear warmup steps")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    grad_clip: float = field(1.0, "max global gradient norm")
+    # the method's open defaults (DESIGN §4)
+    denoise_steps: int = field(8, "T: Euler steps of the sampling schedule")
+    t1: int = field(-1, "first step index the policy may stop at (-1: T // 2, the second half)")
+    t2: int = field(-1, "last step index the policy may stop at (-1: T - 1)")
+    lam: float = field(0.8, "lambda of J_e = max(0, lambda - P(Yes)): no gradient once P(Yes) > lambda")
+    ema_tau: float = field(0.99, "EMA decay: shadow <- tau * shadow + (1 - tau) * policy")
+    paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
+    guidance: float = field(30.0, "FLUX distilled-guidance value")
+    judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
+    # cadence
+    log_every: int = field(1, "call log(...) every N steps (rewards are logged for the step's task)")
+    sample_every: int = field(50, "sample grid every N steps (0 = never)")
+    checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
+    resume: bool = field(True, "continue from the newest checkpoint in out_dir/<reference>_checkpoints")
+    # reward-hacking guard
+    guard_every: int = field(50, "held-out evaluation every N steps (0 = guard off)")
+    guard_per_task: int = field(8, "held-out conditions per task")
+    guard_signal: str = field("world", "world (simulated annotators) | kept_region (SSIM of the kept region)")
+    guard_margin: float = field(0.1, "held-out drop (vs the base) that counts as a fall")
+    guard_min_rise: float = field(0.02, "judge reward rise (vs the base) that counts as a rise")
+    guard_patience: int = field(2, "flagged evaluations in a row before stopping")
+    # systems
+    seed: int = field(0, "seed of every random choice (with the step and rank)")
+    threads: int = field(1, "torch CPU threads per process")
+    cpu: bool = field(False, "force CPU (always on CPU when no GPU is present)")
+    mixed_precision: str = field("no", "accelerate autocast: no | bf16 | fp16")
+    dtype: str = field("float32", "dtype of the frozen modules (VAE, text encoders, judge, LoRA base)")
+    gradient_checkpointing: bool = field(False, "recompute transformer activations in the grad step")
+    lora_rank: int = field(0, "0 = full fine-tune; > 0 = LoRA of this rank on the attention projections")
+    lora_alpha: float = field(0.0, "LoRA alpha (0 = rank)")
+    cache_conditions: bool = field(True, "encode the train split's conditions once (off: per batch)")
+
+    def __post_init__(self):
+        checks = {
+            "profile": self.profile in ("smoke", "tiny", "flux"),
+            "reference": self.reference in ("static", "dynamic"),
+            "guard_signal": self.guard_signal in ("world", "kept_region"),
+            "mixed_precision": self.mixed_precision in ("no", "bf16", "fp16"),
+            "dtype": self.dtype in ("float32", "bfloat16", "float16"),
+            "lam": 0 < self.lam <= 1, "ema_tau": 0 <= self.ema_tau < 1, "lora_rank": self.lora_rank >= 0,
+            "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
+            "seed": self.seed >= 0,
+        }
+        for name in ("batch_size", "grad_accum", "steps", "denoise_steps", "keep_checkpoints",
+                     "guard_per_task", "log_every"):
+            checks[name] = getattr(self, name) >= 1
+        for name in ("sample_every", "checkpoint_every", "guard_every", "warmup"):
+            checks[name] = getattr(self, name) >= 0
+        probs = (self.fill_prob, self.extend_prob, self.removal_prob)
+        checks["task probabilities (>= 0, sum 1)"] = min(probs) >= 0 and abs(sum(probs) - 1) < 1e-6
+        (t1, t2), t = self.t_range, self.denoise_steps
+        checks[f"t1/t2 (0 <= t1={t1} <= t2={t2} < T={t})"] = 0 <= t1 <= t2 < t
+        bad = [f"{name}={getattr(self, name)!r}" if hasattr(self, name) else name
+               for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"RLConfig: invalid {'; '.join(bad)}")
+
+    @property
+    def t_range(self) -> tuple[int, int]:
+        """[t1, t2] as step indices; the default is the second half of the T-step schedule."""
+        t = self.denoise_steps
+        return (t // 2 if self.t1 < 0 else self.t1, t - 1 if self.t2 < 0 else self.t2)
+
+    @property
+    def task_probs(self) -> dict[str, float]:
+        return {"fill": self.fill_prob, "extend": self.extend_prob, "removal": self.removal_prob}
+
+    def params(self) -> dict[str, Any]:
+        """The config with [t1, t2] resolved: what MLflow records."""
+        t1, t2 = self.t_range
+        return {**asdict(self), "t1": t1, "t2": t2}
+
+    @classmethod
+    def for_profile(cls, profile: str, root: str | os.PathLike = ".", **overrides: Any) -> RLConfig:
+        """Defaults per profile with paths under ``root``; ``overrides`` win."""
+        root = Path(root)
+        values: dict[str, Any] = dict(
+            profile=profile, base_dir=str(root / f"outputs/{profile}/base_model"),
+            judge_dir=str(root / f"outputs/{profile}/judge"), train_dir=str(root / f"data/{profile}/train"),
+            eval_dir=str(root / f"data/{profile}/benchmark"), out_dir=str(root / f"outputs/{profile}/policy"))
+        if profile == "smoke":
+            values.update(batch_size=4, steps=6, lr=1e-3, warmup=0, denoise_steps=4, ema_tau=0.9,
+                          sample_every=3, checkpoint_every=3, guard_every=3, guard_per_task=2)
+        elif profile == "flux":
+            values.update(base_dir="", batch_size=1, steps=2000, lr=5e-5, warmup=50, denoise_steps=28,
+                          ema_tau=0.999, lora_rank=64, mixed_precision="bf16", dtype="bfloat16",
+                          gradient_checkpointing=True, guard_signal="kept_region", guard_per_task=4,
+                          sample_every=100, checkpoint_every=100, guard_every=100, cache_conditions=False)
+        values.update(overrides)
+        return cls(**values)
+
+
+class OneRewardRecipe:
+    """setup -> train -> save, torchtune style. ``log(metrics, step)`` and ``log_artifact(path)`` are
+    called on the main process only (no-ops by default)."""
+
+    def __init__(self, cfg: RLConfig, log=None, log_artifact=None):
+        self.cfg = cfg
+        self.log = log or (lambda metrics, step: None)
+        self.log_artifact = log_artifact or (lambda path: None)
+        out = Path(cfg.out_dir)
+        self.model_dir = out / cfg.reference
+        self.ckpt_root = out / f"{cfg.reference}_checkpoints"
+        self.report_dir = out / f"{cfg.reference}_report"
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> OneRewardRecipe:
+        """Accelerator, models, optimizer, conditions; then resume, or evaluate the base for the guard."""
+        import torch
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState, GradientState
+
+        from steps.datasets import load_samples
+        from steps.rl_utils import ConditionBank, RewardHackingGuard, latest_checkpoint
+        from steps.runtime import setup
+
+        cfg = self.cfg
+        setup(threads=cfg.threads)
+        check_judge(cfg)
+        # Accelerate's state is a per-process singleton; forget a previous in-process recipe's precision
+        # (tests, notebooks). The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                                       cpu=cfg.cpu or not torch.cuda.is_available())
+        self.is_main, self.rank = self.accelerator.is_main_process, self.accelerator.process_index
+        self.setup_models()
+        self.bank = ConditionBank(self.pipe, load_samples(cfg.train_dir), cache=cfg.cache_conditions)
+        missing = [t for t, p in cfg.task_probs.items() if p > 0 and t not in self.bank.sizes]
+        if missing:
+            raise ValueError(f"{cfg.train_dir}: no conditions of task(s) {missing}, whose probability is > 0")
+        self.guard = RewardHackingGuard(cfg.guard_margin, cfg.guard_min_rise, cfg.guard_patience)
+        self.heldout = None
+        if cfg.guard_every:
+            heldout = load_samples(cfg.eval_dir, limit_per_task=cfg.guard_per_task)
+            self.heldout = ConditionBank(self.pipe, heldout)
+        self.start_step, self.history, self.guard_base, self.last_batch = 0, [], None, None
+        ckpt = latest_checkpoint(self.ckpt_root) if cfg.resume else None
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        elif self.heldout is not None:
+            self.guard_base = self.generate_heldout()  # the policy IS the base before any update
+            self.guard_step(0)
+        return self
+
+    def setup_models(self) -> None:
+        """Policy (full or LoRA), reference, frozen VAE / text encoders / judge, optimizer, EMA."""
+        import torch
+        from accelerate.utils import DistributedType
+
+        from steps.models.judge import Judge
+        from steps.models.policy import freeze_for_rl, load_fill_pipeline
+        from steps.rl_utils import CheckpointWriter, EmaWeights, ModuleCall, add_lora, trainable
+
+        cfg, acc = self.cfg, self.accelerator
+        dtype = getattr(torch, cfg.dtype)
+        pipe = self.pipe = load_fill_pipeline(cfg.base_dir or None, dtype=dtype)
+        freeze_for_rl(pipe)
+        pipe.to(acc.device)
+        transformer = self.transformer = pipe.transformer
+        self.base_reference = None
+        if cfg.lora_rank:
+            add_lora(transformer, cfg.lora_rank, cfg.lora_alpha)
+        else:
+            if cfg.reference == "static":
+                self.base_reference = copy.deepcopy(transformer).requires_grad_(False)
+            transformer.float().requires_grad_(True)
+        self.judge = Judge.load(cfg.judge_dir, dtype=None if cfg.dtype == "float32" else dtype).freeze()
+        self.judge.model.to(acc.device)
+        if cfg.gradient_checkpointing:  # the grad path: one transformer call, the VAE decoder, the judge
+            transformer.enable_gradient_checkpointing()
+            pipe.vae.enable_gradient_checkpointing()
+            no_reentrant = {"use_reentrant": False}  # frozen judge: grads flow to inputs only
+            self.judge.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
+            self.judge.model.train()  # transformers checkpoints in train mode only; Qwen has no dropout
+
+        params = trainable(transformer).values()
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = lambda s: min(1.0, (s + 1) / (cfg.warmup + 1))  # noqa: E731 - linear warmup, then constant
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
+        self.policy, self.optimizer = acc.prepare(transformer, optimizer)
+        self.params = trainable(acc.unwrap_model(self.policy))
+        self.policy_forward = ModuleCall(self.policy, transformer.config)
+        self.ema = EmaWeights(self.params, cfg.ema_tau)
+        self.sharded = acc.distributed_type == DistributedType.FSDP
+        self.writer = CheckpointWriter(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+                                       keep=cfg.keep_checkpoints, sharded=self.sharded)
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The transformer that makes the reference image (see the module docstring)."""
+        from steps.rl_utils import adapters_disabled
+
+        if self.cfg.reference == "dynamic":
+            with self.ema.applied(self.params):
+                yield self.policy_forward
+        elif self.cfg.lora_rank:
+            with adapters_disabled(self.accelerator.unwrap_model(self.policy)):
+                yield self.policy_forward
+        else:
+            yield self.base_reference
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        from steps.rl_utils import save_sample_grid
+
+        cfg = self.cfg
+        bar = tqdm(range(self.start_step + 1, cfg.steps + 1), desc=f"rl ({cfg.reference})", unit="step",
+                   mininterval=5, disable=not self.is_main)
+        for step in bar:
+            metrics = self.train_step(step)
+            self.history.append({"step": step, **{k: v for k, v in metrics.items() if "/" in k},
+                                 "step_seconds": metrics["step_seconds"]})
+            if self.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
+                self.log(metrics, step)
+            if self.is_main and cfg.sample_every and step % cfg.sample_every == 0:
+                grid = self.report_dir / "grids" / f"step_{step:07d}.png"
+                self.log_artifact(save_sample_grid(*self.last_batch, grid, f"{cfg.reference}, step {step}"))
+            if cfg.guard_every and step % cfg.guard_every == 0:
+                self.guard_step(step)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+                self.save_checkpoint(step)
+        return self.save_final()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        from steps.rl_utils import draw_step, onereward_loss, paste_back, pixels, rollout, stats_to_metrics
+
+        cfg, acc = self.cfg, self.accelerator
+        t0 = time.perf_counter()
+        draw = draw_step(cfg.seed, step, self.rank, cfg.task_probs, self.bank.sizes, cfg.batch_size,
+                         cfg.t_range, cfg.grad_accum)
+        stats = loss_sum = 0
+        for micro, (indices, seeds) in enumerate(zip(draw.indices, draw.noise_seeds)):
+            cond, samples = self.bank.batch(draw.task, indices)
+            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.policy)
+            with sync:
+                policy_images, reference_images = rollout(
+                    self.pipe, cond, self.policy_forward, self.reference, cfg.denoise_steps, draw.t_index,
+                    cfg.guidance, seeds, acc.autocast)
+                source = pixels(samples, "image", acc.device)
+                if cfg.paste_back:
+                    mask = pixels(samples, "mask", acc.device)
+                    policy_images = paste_back(policy_images, source, mask)
+                    reference_images = paste_back(reference_images, source, mask)
+                with acc.autocast():
+                    loss, micro_stats = onereward_loss(
+                        self.judge, policy_images, reference_images, draw.task, [s.prompt for s in samples],
+                        cfg.lam, source if cfg.judge_sees_source else None)
+                acc.backward(loss / cfg.grad_accum)
+            stats, loss_sum = stats + micro_stats, loss_sum + loss.detach() / cfg.grad_accum
+        grad_norm = acc.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.params)
+        self.last_batch = (samples, reference_images.detach().float().cpu(),
+                           policy_images.detach().float().cpu())
+        metrics = stats_to_metrics(draw.task, acc.reduce(stats, reduction="sum").cpu())
+        loss_mean = float(acc.reduce(loss_sum, reduction="mean"))
+        return {**metrics, "loss": loss_mean, "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm), "t_index": draw.t_index,
+                "step_seconds": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ guard and grids
+    def generate_heldout(self) -> dict[str, torch.Tensor]:
+        """The policy's full samples on the fixed held-out batch (fixed noise), per task, on CPU."""
+        import torch
+
+        from steps.models.denoise import decode, denoise, sample_noise
+
+        out = {}
+        with torch.no_grad(), self.accelerator.autocast():
+            for k, (task, samples) in enumerate(sorted(self.heldout.samples.items())):
+                cond, _ = self.heldout.batch(task, range(len(samples)))
+                generator = torch.Generator().manual_seed(self.cfg.seed + 7919 * (k + 1))
+                noise = sample_noise(self.pipe, cond, generator)
+                lat = denoise(self.pipe, cond, self.cfg.denoise_steps, self.cfg.guidance, noise=noise,
+                              transformer=self.policy_forward)
+                out[task] = decode(self.pipe, lat, cond.height, cond.width).float().cpu()
+        return out
+
+    def heldout_scores(self, outputs: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
+        """(judge reward vs the base per "<task>/<dimension>", held-out signals per "<task>/<name>")."""
+        from steps.rl_utils import heldout_scores
+
+        return heldout_scores(self.judge, outputs, self.guard_base, self.heldout.samples,
+                              self.cfg.guard_signal, self.cfg.lam, self.accelerator.device,
+                              self.accelerator.autocast)
+
+    def guard_step(self, step: int) -> None:
+        """Evaluate the held-out batch, log guard/*, and stop (every rank alike) when the guard rule fires."""
+        judge, heldout = self.heldout_scores(self.generate_heldout() if step else self.guard_base)
+        kind = "world" if self.cfg.guard_signal == "world" else "kept"
+        if self.is_main:
+            self.log({**{f"guard/judge/{k}": v for k, v in judge.items()},
+                      **{f"guard/{kind}/{k}": v for k, v in heldout.items()}}, step)
+        guarded = {k: v for k, v in heldout.items() if not k.endswith("_psnr")}  # signals in [0, 1] only
+        message = self.guard.update(step, judge, guarded)
+        if message:
+            self.guard.history[-1]["stopped"] = message
+            if self.is_main:
+                self.log({"guard/tripped": 1.0}, step)
+                self.write_summary(status="stopped_by_guard", error=message)
+            raise RewardHackingError(message)
+
+    # ------------------------------------------------------------------ checkpoints and outputs
+    def save_checkpoint(self, step: int) -> Path:
+        tensors = {"policy": {n: p.detach() for n, p in self.params.items()}, "ema": self.ema.shadow}
+        if self.guard_base is not None:
+            tensors["guard_base"] = self.guard_base
+        objects = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {"step": step, "config": self.cfg.params(), "guard": self.guard.state_dict(),
+                 "history": self.history}
+        return self.writer.save(step, tensors, objects, state)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        import torch
+
+        names = ["policy", "ema"] + (["guard_base"] if self.heldout is not None else [])
+        base_file = folder / f"guard_base{self.writer.suffix()}.safetensors"
+        if self.heldout is not None and not base_file.is_file():
+            raise ValueError(f"{folder}: written with the guard off; resume with guard_every=0 "
+                             "or use a new out_dir")
+        tensors, objects, state = self.writer.load(folder, names, ["optimizer", "scheduler"])
+        changed = [k for k in RESUME_MUST_MATCH if state["config"].get(k) != self.cfg.params()[k]]
+        if changed:
+            was = {k: state["config"].get(k) for k in changed}
+            raise ValueError(f"{folder}: cannot resume, config field(s) {changed} differ from the "
+                             f"checkpoint's ({was}); use a new out_dir or resume=false")
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(tensors["policy"][n])
+        self.ema.shadow = {n: t.to(self.accelerator.device) for n, t in tensors["ema"].items()}
+        self.optimizer.load_state_dict(objects["optimizer"])
+        self.scheduler.load_state_dict(objects["scheduler"])
+        self.guard.load_state_dict(state["guard"])
+        self.guard_base = tensors.get("guard_base")
+        self.start_step, self.history = int(state["step"]), list(state["history"])
+
+    def param_checksums(self) -> list[float]:
+        """Sum of |trainable params| on every rank (DDP keeps them identical)."""
+        import torch
+
+        local = torch.tensor([sum(float(p.detach().double().abs().sum()) for p in self.params.values())],
+                             dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.gather(local).tolist()
+
+    def save_final(self) -> dict[str, Any]:
+        """Release the EMA weights (LoRA merged) as a pipeline and write the summary."""
+        import torch
+
+        from steps.models.policy import load_spec, save_pipeline
+        from steps.rl_utils import add_lora, merge_lora
+
+        acc, cfg = self.accelerator, self.cfg
+        checksums = self.param_checksums()
+        if not self.sharded and max(checksums) != min(checksums):
+            raise RuntimeError(f"ranks hold different policy parameters (checksums {checksums})")
+        if self.sharded:  # FSDP (not exercised on CPU): gather the full EMA weights on rank 0
+            with self.ema.applied(self.params):
+                full = acc.get_state_dict(self.policy)
+            if self.is_main:
+                transformer = type(self.transformer).from_config(self.transformer.config)
+                if cfg.lora_rank:
+                    add_lora(transformer, cfg.lora_rank, cfg.lora_alpha)
+                transformer.load_state_dict(full)
+                self.pipe.register_modules(transformer=transformer)
+        elif self.is_main:
+            transformer = acc.unwrap_model(self.policy)
+            self.ema.copy_to(self.params)
+        if self.is_main:
+            if cfg.lora_rank:
+                merge_lora(transformer)
+            transformer.to(getattr(torch, cfg.dtype))
+            save_pipeline(self.pipe, self.model_dir, load_spec(cfg.base_dir) if cfg.base_dir else None)
+            self.write_summary(status="finished", checksums=checksums)
+        acc.wait_for_everyone()
+        return json.loads((self.report_dir / "summary.json").read_text())
+
+    def write_summary(self, status: str, **extra: Any) -> None:
+        from steps.io import atomic_write_json
+        from steps.rl_utils import summarise
+
+        released = "EMA (LoRA merged)" if self.cfg.lora_rank else "EMA"
+        atomic_write_json(self.report_dir / "summary.json", {
+            "status": status, "model_dir": str(self.model_dir), "reference": self.cfg.reference,
+            "released_weights": released, **summarise(self.history), "guard": self.guard.state_dict(),
+            "world_size": self.accelerator.num_processes, "config": self.cfg.params(), **extra})
+
+
+def check_judge(cfg: RLConfig) -> None:
+    """A judge trained by steps.judge must be queried as it was trained: same query template version, same
+    number of images. (A released Qwen2.5-VL directory has no training.json and is not checked.)"""
+    from steps.preferences import QUERY_TEMPLATE_VERSION
+
+    record = Path(cfg.judge_dir) / "training.json"
+    if not record.is_file():
+        return
+    trained = json.loads(record.read_text())
+    version = trained.get("query_template_version", QUERY_TEMPLATE_VERSION)
+    if version != QUERY_TEMPLATE_VERSION:
+        raise ValueError(f"{record}: judge trained on query template {version!r}, the code asks "
+                         f"{QUERY_TEMPLATE_VERSION!r}: retrain the judge")
+    shown = bool(trained.get("config", {}).get("show_source", False))
+    if shown != cfg.judge_sees_source:
+        raise ValueError(f"{record}: judge trained with show_source={shown}; set judge_sees_source={shown}")
+
+
+def train(cfg: RLConfig, log=None, log_artifact=None) -> dict[str, Any]:
+    """Run the recipe (setup, train, save); returns the summary (also in out_dir/<reference>_report)."""
+    return OneRewardRecipe(cfg, log, log_artifact).setup().train()
+
+
+def main(argv: list[str] | None = None) -> None:
+    def extra(parser):
+        parser.add_argument("--mlflow-run-id", help="log metrics and grids to this MLflow run (main process)")
+
+    cfg, args = parse_cli(RLConfig, __doc__, argv, extra)
+    log = log_artifact = None
+    if args.mlflow_run_id and int(os.environ.get("RANK", "0")) == 0:
+        from steps.tracking import Tracker
+
+        tracker = Tracker(os.environ.get("MLFLOW_TRACKING_URI"))
+        log = lambda metrics, step: tracker.log_metrics(args.mlflow_run_id, metrics, step)  # noqa: E731
+        log_artifact = lambda path: tracker.log_artifact(args.mlflow_run_id, path, "rl_grids")  # noqa: E731
+    summary = train(cfg, log, log_artifact)
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = ("status", "model_dir", "final_rewards", "train_seconds")
+        print(json.dumps({k: summary[k] for k in keys}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
