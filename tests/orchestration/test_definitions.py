@@ -6,25 +6,53 @@ import dagster as dg
 
 from orchestration.definitions import defs
 
+ASSETS = {"train_conditions", "benchmark_conditions", "photo_benchmark", "base_model", "judge_pretrain",
+          "preference_candidates", "preference_pairs", "judge", "judge_agreement", "policy", "competitor_outputs",
+          "benchmark_report", "fill_model_registration", "judge_registration"}
 
-def test_definitions_load_with_expected_assets_and_checks():
+
+def _graph():
+    return defs.get_repository_def().asset_graph
+
+
+def test_definitions_load_with_expected_graph():
+    graph = _graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert checks == {("train_conditions", "great_expectations_suite"), ("benchmark_conditions", "great_expectations_suite"),
+                      ("photo_benchmark", "great_expectations_suite"), ("judge_agreement", "agreement_gate")}
+    for key in graph.asset_check_keys:
+        assert graph.get_check_spec(key).blocking, key
+
+    def parents(name):
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert "judge_agreement" in parents("policy") and "base_model" in parents("policy")
+    assert parents("judge") == {"judge_pretrain", "preference_pairs"}
+    assert "judge_pretrain" not in {k.to_user_string() for k in graph.get(dg.AssetKey("base_model")).parent_keys}
+    assert parents("benchmark_report") == {"competitor_outputs", "judge"}
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, f"{key} needs a docstring: it is the UI description"
+
+
+def test_jobs_schedules_sensors():
     repo = defs.get_repository_def()
-    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"train_conditions", "benchmark_conditions", "photo_benchmark"} <= keys
-    checks = {(c.asset_key.to_user_string(), c.name) for c in repo.asset_graph.asset_check_keys}
-    for key in ("train_conditions", "benchmark_conditions", "photo_benchmark"):
-        assert (key, "great_expectations_suite") in checks
-    for spec in defs.get_all_asset_check_specs() if hasattr(defs, "get_all_asset_check_specs") else []:
-        assert spec.blocking
+    assert {s.name for s in repo.schedule_defs} == {"weekly_retraining"}
+    assert repo.get_schedule_def("weekly_retraining").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert {s.name for s in repo.sensor_defs} == {"new_preferences_sensor"}
+    retrain = repo.get_job("retrain_on_new_preferences")
+    keys = {k.to_user_string() for k in retrain.asset_layer.executable_asset_keys}
+    assert keys == {"judge", "judge_agreement", "policy", "competitor_outputs", "benchmark_report",
+                    "fill_model_registration", "judge_registration"}
 
 
 def test_string_asset_selection_parses():
     """Needs antlr4-python3-runtime 4.13 (dvc's hydra-core would pull 4.9, see pyproject.toml)."""
-    graph = defs.get_repository_def().asset_graph
+    graph = _graph()
     sel = dg.AssetSelection.from_string("key:train_conditions+ or key:photo_benchmark")
     resolved = {k.to_user_string() for k in sel.resolve(graph)}
-    assert {"train_conditions", "photo_benchmark"} <= resolved
-    assert {k.to_user_string() for k in dg.AssetSelection.from_string("*").resolve(graph)} >= resolved
+    assert {"train_conditions", "photo_benchmark", "base_model"} <= resolved
+    assert {k.to_user_string() for k in dg.AssetSelection.from_string("*").resolve(graph)} == ASSETS
 
 
 def test_steps_library_has_no_dagster_import():
