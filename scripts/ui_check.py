@@ -1,0 +1,126 @@
+"""Open the Dagster UI in a real (headless) browser: assets shown as materialized, and a screenshot.
+
+    python scripts/ui_check.py --out outputs/ui            # after `make smoke` (or `make run`)
+
+Starts `dagster-webserver` on 127.0.0.1 against $DAGSTER_HOME and the current profile, opens the asset
+catalog in Debian's Chromium through Playwright (no browser download: /usr/bin/chromium), checks that
+every asset of the code location shows "Materialized", dismisses the first-visit dialog, and saves
+screenshots of the catalog and of the lineage graph. Exit code 0 when every asset is materialized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_webserver(port: int, env: dict[str, str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dagster_webserver", "-m", "orchestration.definitions", "-h", "127.0.0.1",
+           "-p", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise TimeoutError(f"dagster-webserver did not answer on 127.0.0.1:{port} within 120 s")
+
+
+def rows_materialized(text: str, asset_names: list[str], all_names: list[str] | None = None) -> dict[str, bool]:
+    """Read the catalog's rendered text: each asset's row (its name up to the next asset's name) says
+    Materialized. ``all_names``: every asset of the location (row boundaries), default ``asset_names``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    starts = {name: lines.index(name) for name in (all_names or asset_names) if name in lines}
+    bounds = sorted(starts.values()) + [len(lines)]
+    shown = {}
+    for name in asset_names:
+        if name not in starts:
+            shown[name] = False
+            continue
+        i = starts[name]
+        row = lines[i:bounds[bounds.index(i) + 1]]
+        shown[name] = "Materialized" in row and not any("Never materialized" in x for x in row)
+    return shown
+
+
+def check_ui(port: int, asset_names: list[str], out: Path, all_names: list[str] | None = None) -> dict[str, bool]:
+    """{asset: shown as materialized} read from the rendered catalog; screenshots into ``out``."""
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1400})
+        page.goto(f"http://127.0.0.1:{port}/assets", wait_until="networkidle")
+        skip = page.get_by_role("button", name="Skip")
+        if skip.count():
+            skip.first.click()
+        page.wait_for_selector("text=Materialized", timeout=60_000)
+        deadline = time.time() + 30  # statuses stream in row by row
+        while True:
+            shown = rows_materialized(page.inner_text("body"), asset_names, all_names)
+            if all(shown.values()) or time.time() > deadline:
+                break
+            page.wait_for_timeout(1000)
+        page.screenshot(path=str(out / "catalog.png"), full_page=True)
+        page.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "lineage.png"))
+        browser.close()
+    return shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/ui", help="screenshots go here")
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument("--assets", default="", help="comma-separated assets to expect (default: all)")
+    args = parser.parse_args(argv)
+    if not chromium_path():
+        print("chromium not found (Debian: apt-get install chromium)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    from orchestration.definitions import defs
+
+    all_names = sorted(k.to_user_string() for k in defs.get_repository_def().asset_graph.get_all_asset_keys())
+    names = [n for n in args.assets.split(",") if n] if args.assets else all_names
+    port = args.port or free_port()
+    server = start_webserver(port, dict(os.environ))
+    try:
+        shown = check_ui(port, names, Path(args.out), all_names)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    missing = [n for n, ok in shown.items() if not ok]
+    print(f"{len(names) - len(missing)}/{len(names)} assets shown as materialized; screenshots in {args.out}")
+    if missing:
+        print("not materialized in the UI:", ", ".join(missing))
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
