@@ -42,10 +42,16 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
     if project.profile == "flux":
         from steps.models.policy import FLUX_PATH_ENV, check_flux_layout
 
+        from steps.models.policy import TRANSFORMER_PATH_ENV
+
         path = check_flux_layout(os.environ.get(FLUX_PATH_ENV, ""))
         digest = dir_digest(path)
-        return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]),
-                                    metadata={"path": dg.MetadataValue.path(str(path)), "sha256": digest})
+        metadata = {"path": dg.MetadataValue.path(str(path)), "sha256": digest}
+        if os.environ.get(TRANSFORMER_PATH_ENV):
+            metadata["transformer_path"] = os.environ[TRANSFORMER_PATH_ENV]
+            metadata["transformer_sha256"] = dir_digest(os.environ[TRANSFORMER_PATH_ENV])
+            digest = digest + metadata["transformer_sha256"]
+        return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]), metadata=metadata)
     cfg = BaseConfig.for_profile(project.profile, project.root_path, **overrides(config))
     tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
     tracker.log_params(run_id, {k: v for k, v in vars(cfg).items()})

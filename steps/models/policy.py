@@ -24,6 +24,7 @@ from steps.config import field
 from steps.io import atomic_dir
 
 FLUX_PATH_ENV = "ONEREWARD_FLUX_PATH"
+TRANSFORMER_PATH_ENV = "ONEREWARD_TRANSFORMER_PATH"  # optional replacement transformer for the flux base
 # The components of the FLUX.1-Fill-dev diffusers layout, and what each must contain to load.
 FLUX_COMPONENTS = {
     "scheduler": ("scheduler_config.json",),
@@ -315,6 +316,8 @@ def load_fill_pipeline(
     """
     from diffusers import FluxFillPipeline, FluxTransformer2DModel
 
+    if not path and transformer_path is None:  # the flux base from the environment
+        transformer_path = os.environ.get(TRANSFORMER_PATH_ENV) or None
     path = path or os.environ.get(FLUX_PATH_ENV)
     if not path:
         raise FileNotFoundError(f"no fill model directory: pass a path or set {FLUX_PATH_ENV}")
