@@ -3,6 +3,8 @@
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 
@@ -37,6 +39,31 @@ def launch_command(num_processes: int) -> list[str]:
     return [*cmd, "-m", "orchestration.pipes_rl"]
 
 
+def discard_stale_checkpoints(cfg: RLConfig) -> bool:
+    """Resume only a run of the SAME inputs (crash recovery); new base/judge/config -> start afresh.
+
+    The checkpoints folder carries a fingerprint of the base model, the judge and the config; when it
+    differs (or is missing), old checkpoints are removed. Returns True for a fresh start.
+    """
+    import hashlib
+    import json
+
+    from steps.hashing import dir_digest
+
+    ckpts = Path(cfg.out_dir) / f"{cfg.reference}_checkpoints"
+    base = dir_digest(cfg.base_dir) if cfg.base_dir and Path(cfg.base_dir).exists() else cfg.base_dir
+    payload = json.dumps({"base": base, "judge": dir_digest(cfg.judge_dir), "config": vars(cfg)}, sort_keys=True,
+                         default=str)
+    fingerprint = hashlib.sha256(payload.encode()).hexdigest()
+    stamp = ckpts / "INPUTS_FINGERPRINT"
+    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+        return False
+    shutil.rmtree(ckpts, ignore_errors=True)
+    ckpts.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    return True
+
+
 @dg.asset(key=POLICY, group_name=RL_GROUP, deps=[BASE_MODEL, AGREEMENT, TRAIN, BENCHMARK],
           pool="gpu" if os.environ.get("ONEREWARD_PROFILE") == "flux" else None)
 def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: ProjectResource,
@@ -51,27 +78,40 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
     variants = ["static", "dynamic"] if config.variants == "both" else [config.variants]
     fields = {k: v for k, v in overrides(config).items() if k not in ("variants", "num_processes")}
     metadata: dict = {}
-    for variant in variants:
+
+    def run_variant(variant: str) -> dict:
         cfg = RLConfig.for_profile(project.profile, project.root_path, reference=variant, **fields)
         out = os.path.join(cfg.out_dir, variant)
+        fresh = discard_stale_checkpoints(cfg)
+        context.log.info(f"{variant}: {'fresh start' if fresh else 'resuming from its last checkpoint'}")
         tracker, run_id = mlflow.start_run(context, project.profile, f"policy/{variant}")
         tracker.log_params(run_id, cfg.params())
         tracker.set_tags(run_id, {"reference": variant})
-        invocation = pipes_subprocess_client.run(
-            command=launch_command(config.num_processes), context=context,
-            extras={"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
-                    "mlflow_run_id": run_id, "tracking_uri": tracker.tracking_uri, "root": str(project.root_path)},
-            env={**os.environ, "ONEREWARD_PROFILE": project.profile})
+        try:
+            invocation = pipes_subprocess_client.run(
+                command=launch_command(config.num_processes), context=context,
+                extras={"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+                        "mlflow_run_id": run_id, "tracking_uri": tracker.tracking_uri,
+                        "root": str(project.root_path)},
+                env={**os.environ, "ONEREWARD_PROFILE": project.profile})
+        except BaseException:
+            tracker.end_run(run_id, "FAILED")
+            raise
         messages = invocation.get_custom_messages()
         summary = messages[-1] if messages else {}
-        tracker.end_run(run_id, "FINISHED" if summary.get("status", "finished") != "failed" else "FAILED")
-        metadata[f"{variant}_path"] = dg.MetadataValue.path(out)
-        metadata[f"{variant}_mlflow_run_id"] = run_id
-        metadata[f"{variant}_sha256"] = dir_digest(out)
-        metadata[f"{variant}_summary"] = dg.MetadataValue.json(summary)
+        tracker.end_run(run_id)
+        found = {f"{variant}_path": dg.MetadataValue.path(out), f"{variant}_mlflow_run_id": run_id,
+                 f"{variant}_sha256": dir_digest(out), f"{variant}_summary": dg.MetadataValue.json(summary)}
         grids = sorted((project.root_path / f"outputs/{project.profile}/policy/{variant}_report").glob("*.png"))
         if grids:
-            metadata[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))
+            found[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))
+        return found
+
+    # CPU profiles: the variants run side by side (one core each); on GPUs one after the other (one pool).
+    parallel = len(variants) if project.profile != "flux" else 1
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for found in pool.map(run_variant, variants):
+            metadata.update(found)
     for stale in {"static", "dynamic"} - set(variants):  # a variant not trained now must not be benchmarked
         shutil.rmtree(project.root_path / f"outputs/{project.profile}/policy/{stale}", ignore_errors=True)
     return dg.MaterializeResult(metadata=metadata)
