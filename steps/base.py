@@ -43,7 +43,7 @@ class BaseConfig:
     vae_kl_weight: float = field(1e-6, "KL weight of the VAE loss")
     vae_crop: int = field(32, "VAE trains on random square crops of this side (convolutional: 4x cheaper than 64)")
     steps: int = field(1400, "transformer flow-matching steps")
-    batch_size: int = field(16, "transformer batch size (16 beat 32 at equal wall time here)")
+    batch_size: int = field(16, "transformer batch size (measured 0.13 s/step at 16 vs 0.30 at 32, 1 thread)")
     lr: float = field(1e-3, "transformer learning rate (AdamW, warmup then cosine decay)")
     warmup: int = field(30, "linear warmup steps")
     mask_weight: float = field(3.0, "loss weight of latent tokens inside the mask (outside: 1)")
