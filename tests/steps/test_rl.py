@@ -134,6 +134,41 @@ def test_gradients_flow_only_through_the_last_step(smoke, tmp_path):
     assert all(p.grad is None and not p.requires_grad for m in frozen for p in m.parameters())
 
 
+@pytest.mark.parametrize("show_source", [False, True])
+def test_pair_judge_matches_the_judge_row_by_row(smoke, show_source):
+    """PairJudge (each image encoded once, queries tokenised once) = Judge.p_yes on every row: loss, stats,
+    gradients to the policy pixels, and the language model's token ids."""
+    from steps.models.judge import Judge
+    from steps.preferences import judge_query
+    from steps.rl_utils import PairJudge, onereward_loss
+
+    judge = Judge.load(smoke / "judge").freeze()
+    pair = PairJudge(judge)
+    gen = torch.Generator().manual_seed(0)
+    policy = torch.rand(3, 3, 32, 32, generator=gen).requires_grad_(True)
+    reference, source = torch.rand(3, 3, 32, 32, generator=gen), torch.rand(3, 3, 32, 32, generator=gen)
+    prompts = ["a red circle", 'the word "TREE" in red', "high-definition, perfect composition"]
+    for task in ("fill", "extend", "removal"):
+        results = []
+        for scorer in (judge, pair, pair):  # the second PairJudge call reads its token cache
+            loss, stats = onereward_loss(
+                scorer, policy, reference, task, prompts, 0.8, source if show_source else None
+            )
+            (grad,) = torch.autograd.grad(loss, policy)
+            results.append((loss.detach(), stats, grad))
+        for loss, stats, grad in results[1:]:
+            torch.testing.assert_close(loss, results[0][0], atol=1e-6, rtol=0)
+            torch.testing.assert_close(stats, results[0][1], atol=1e-5, rtol=0)
+            torch.testing.assert_close(grad, results[0][2], atol=1e-7, rtol=1e-4)
+    assert pair.token_cache
+    queries = [judge_query("fill", "consistency", p) for p in prompts]
+    groups = [policy, reference] + ([source] if show_source else [])
+    expected = judge.encode_images(groups, queries)
+    per_image = [judge.tokens_per_image(32)] * len(groups)
+    ids, mask = pair.encode_text(queries, [tuple(per_image)] * len(queries))
+    assert torch.equal(ids, expected["input_ids"]) and torch.equal(mask, expected["attention_mask"])
+
+
 def test_smoke_run_raises_the_judge_reward(smoke, tmp_path):
     # Fill only (the same four dimensions every step), a large lr; a random judge moves little but steadily.
     logged = []
