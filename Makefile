@@ -34,7 +34,11 @@ setup: $(VENV)/.installed
 	cp -n orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 
 run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU
-	dagster asset materialize -m orchestration.definitions --select '*'
+	@dagster asset materialize -m orchestration.definitions --select '*' || { rc=$$?; echo; \
+	  echo "The run stopped (exit $$rc): see the failed step above, or the run in 'make ui'."; \
+	  if [ -f outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md ]; then \
+	    echo "If the judge_agreement gate blocked RL, this is the judge's held-out agreement:"; \
+	    cat outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md; fi; exit $$rc; }
 	@echo
 	@echo "Done ($(ONEREWARD_PROFILE) profile). Where to look:"
 	@echo "  Dagster UI (asset graph, metadata, checks): make ui         -> http://$(HOST):3000"

@@ -45,6 +45,7 @@ class JudgeConfig:
     gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
     mixed_precision: str = field("no", "no | bf16 (GPU)")
     log_every: int = field(25, "log every N steps")
+    eval_every: int = field(0, "held-out agreement per cell every N steps (curves in MLflow); 0 = off")
     seed: int = field(0, "seed for init, batches and corruptions")
     threads: int = field(1, "torch CPU threads")
 
@@ -132,6 +133,21 @@ def yes_no_loss(judge, groups: list, queries: list[str], labels):
     return loss, (logits[:, judge.yes_id] - logits[:, judge.no_id]).detach()
 
 
+def heldout_metrics(judge, data, show_source: bool) -> dict[str, float]:
+    """Held-out accuracy per cell (against the annotated labels) and its mean: the agreement curve."""
+    from steps.judge_eval import agreement_table
+
+    judge.eval()
+    table = agreement_table(judge, data, {}, show_source)
+    judge.train()
+    out = {f"judge/heldout_accuracy/{cell}": r["accuracy"] for cell, r in table.items()}
+    out["judge/heldout_accuracy"] = float(np.mean(list(out.values())))
+    clean = [r["clean_accuracy"] for r in table.values() if r["clean_accuracy"] is not None]
+    if clean:
+        out["judge/heldout_clean_accuracy"] = float(np.mean(clean))
+    return out
+
+
 def build_or_load_judge(cfg: JudgeConfig):
     from steps.models.judge import Judge, spec_for
 
@@ -211,6 +227,8 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log({"judge/loss": float(np.mean(curve[-cfg.log_every:])),
                  "judge/train_accuracy": float(np.mean(accs[-cfg.log_every:])), "judge/easy_batch": float(easy)}, step)
+        if cfg.eval_every and data["heldout"] and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
+            log(heldout_metrics(judge, data, cfg.show_source), step + 1)
     judge.eval()
     if cfg.lora_rank > 0:
         judge.model = judge.model.merge_and_unload()
