@@ -24,8 +24,13 @@ from orchestration.assets import rl as rl_assets  # noqa: E402
 from orchestration.checks.datasets import dataset_checks  # noqa: E402
 from orchestration.resources import default_resources  # noqa: E402
 
-# Two cores: run two independent steps side by side (each with one torch thread), never more.
-executor = dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("ONEREWARD_MAX_CONCURRENT", "2"))})
+# tiny/flux: two independent steps side by side (one torch thread each on 2 cores), never more.
+# smoke: one process for the whole graph -- its steps take seconds, so per-step process start-up dominated.
+if os.environ.get("ONEREWARD_PROFILE") == "smoke":
+    executor = dg.in_process_executor
+else:
+    executor = dg.multiprocess_executor.configured(
+        {"max_concurrent": int(os.environ.get("ONEREWARD_MAX_CONCURRENT", "2"))})
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([dataset_assets, model_assets, judge_assets, rl_assets, evaluation_assets]),
