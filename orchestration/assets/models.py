@@ -40,9 +40,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
     from steps.hashing import dir_digest
 
     if project.profile == "flux":
-        from steps.models.policy import FLUX_PATH_ENV, check_flux_layout
-
-        from steps.models.policy import TRANSFORMER_PATH_ENV
+        from steps.models.policy import FLUX_PATH_ENV, TRANSFORMER_PATH_ENV, check_flux_layout
 
         path = check_flux_layout(os.environ.get(FLUX_PATH_ENV, ""))
         digest = dir_digest(path)
