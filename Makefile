@@ -51,8 +51,8 @@ smoke:  ## the whole graph in the smoke profile (what CI materializes)
 test: setup
 	pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-lint: setup
-	ruff check . && ruff format --check .
+lint: setup  ## what CI checks (formatting is not enforced yet)
+	ruff check .
 
 ui: setup
 	dagster dev -m orchestration.definitions -h $(HOST) -p 3000
