@@ -138,21 +138,25 @@ def _tally() -> dict[str, int]:
 
 
 def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems: dict[str, dict[str, np.ndarray]],
-                  batch: int = 32) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
-    """Counts {system: {task: {dimension: {good, same, bad}}}} from the judge asked in both orders."""
+                  batch: int = 32, show_source: bool = False) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+    """Counts {system: {task: {dimension: {good, same, bad}}}} from the judge asked in both orders.
+
+    ``show_source``: the judge was trained with the masked source as a third image (steps.judge.masked_source)."""
     import torch
 
+    from steps.judge import masked_source
     from steps.preferences import judge_query
     from steps.world import dimensions_for
 
-    rows = []  # (system, task, dimension, ours image, theirs image, query)
+    rows = []  # (system, task, dimension, ours image, theirs image, query, masked source)
     for system, outputs in systems.items():
         for it in items:
             c = it.condition
             if c.id not in outputs or c.id not in ours:
                 continue
+            src = masked_source(it.image, it.mask) if show_source else None
             for dim in dimensions_for(c.task, c.prompt):
-                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], judge_query(c.task, dim, c.prompt)))
+                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], judge_query(c.task, dim, c.prompt), src))
     by_size: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         by_size.setdefault(r[3].shape, []).append(i)
@@ -164,7 +168,10 @@ def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems
                 chunk = [rows[i] for i in indices[start:start + batch]]
                 first = np.stack([r[3] for r in chunk] + [r[4] for r in chunk])
                 second = np.stack([r[4] for r in chunk] + [r[3] for r in chunk])
-                p = judge.p_yes(first, second, [r[5] for r in chunk] * 2).float().cpu().numpy()
+                args = (first, second, [r[5] for r in chunk] * 2)
+                if show_source:
+                    args += (np.stack([r[6] for r in chunk] * 2),)
+                p = judge.p_yes(*args).float().cpu().numpy()
                 p_first[indices[start:start + batch]] = p[:len(chunk)]
                 p_second[indices[start:start + batch]] = p[len(chunk):]
     counts: dict = {}
@@ -404,7 +411,9 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
 
         judge = Judge.load(cfg.judge_dir).eval()
 
-    counts = {"judge": judge_ratings(judge, items, ours, outputs, cfg.judge_batch)}
+    from steps.judge import trained_with_source
+
+    counts = {"judge": judge_ratings(judge, items, ours, outputs, cfg.judge_batch, trained_with_source(cfg.judge_dir))}
     if any(it.sample is not None for it in items):
         counts["annotators"] = annotator_ratings(items, ours, outputs, cfg.tie_margin)
     raters = [r for r in RATERS if r in counts]

@@ -39,6 +39,7 @@ class JudgeConfig:
     easy_fraction: float = field(0.3, "share of training (from the start) dominated by easy ground-truth pairs")
     easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")
     easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
+    easy_candidate_share: float = field(0.5, "share of easy pairs built from real candidates (candidate_easy_pair)")
     show_source: bool = field(False, "show the masked source as a third image (ablation; off by default)")
     heldout_fraction: float = field(0.2, "share of conditions held out for the agreement table")
     lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
@@ -100,19 +101,105 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
         out[~m] = np.clip(t[~m] + rng.normal(0, 1, 3) * 40 + rng.normal(0, 12, t[~m].shape), 0, 255)
         return out.astype(np.uint8)
     if dimension == "structure":
-        from PIL import Image, ImageFilter
-
-        # A smeared, disordered region: smear sideways, blur, and mirror it (colours kept, structure lost).
-        side = sample.target.shape[0]
-        smear = np.mean([np.roll(t, k, axis=1) for k in range(-side // 10, side // 10 + 1, 2)], axis=0)
-        smear = np.asarray(Image.fromarray(smear.astype(np.uint8)).filter(ImageFilter.GaussianBlur(side / 24)),
-                           np.float32)[::-1, ::-1]
+        # Two failure modes of a weak fill model: a smeared, disordered region, or blotchy colour artefacts
+        # (measured on base-model candidates: the structure winner is the smoother one 71-92% of the time).
         out = t.copy()
-        out[m] = smear[m]
+        bad = _smear(t) if rng.random() < 0.5 else _blotches(t, rng)
+        out[m] = bad[m]
         return out.astype(np.uint8)
     if dimension == "aesthetics":
+        # Missing detail where there should be some (blur over an object or word in the region), or added
+        # artefacts (noise) -- the score penalises both; a base model's candidates mostly show the first.
+        if _has_content(sample) and rng.random() < 0.7:
+            out = t.copy()
+            blurred = _blur(t, sample.target.shape[0] / 12)
+            region = _grow_mask(m, 2)
+            out[region] = blurred[region]
+            return out.astype(np.uint8)
         return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)
     raise ValueError(f"no easy corruption for {dimension!r}")
+
+
+CANDIDATE_EASY_DIMENSIONS = ("consistency", "removal_quality", "text_alignment")
+
+
+def candidate_easy_pair(sample, candidate: np.ndarray, dimension: str, rng: np.random.Generator):
+    """(better, worse) built from a real base-model candidate, better BY CONSTRUCTION (no scorer involved).
+
+    consistency: the candidate with its kept region pulled toward the source (every pixel outside the mask
+    moves closer to it); removal_quality / text_alignment: the candidate with the region to generate pulled
+    toward the ground truth. Unlike target-vs-corruption pairs these look like the images the judge must
+    rank (blurry, drifting candidates), so they teach the comparison on the real distribution.
+    """
+    c = candidate.astype(np.float32)
+    m = sample.mask > 127
+    a = float(rng.uniform(0.3, 1.0))
+    out = c.copy()
+    if dimension == "consistency":
+        out[~m] = c[~m] + a * (sample.image.astype(np.float32)[~m] - c[~m])
+    elif dimension in ("removal_quality", "text_alignment"):
+        out[m] = c[m] + a * (sample.target.astype(np.float32)[m] - c[m])
+    else:
+        raise ValueError(f"no candidate-based easy pair for {dimension!r}")
+    return np.clip(np.round(out), 0, 255).astype(np.uint8), candidate
+
+
+def _blur(image: np.ndarray, radius: float) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    return np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
+                      np.float32)
+
+
+def _smear(t: np.ndarray) -> np.ndarray:
+    """Smeared sideways, blurred and mirrored: colours kept, structure lost."""
+    side = t.shape[0]
+    smear = np.mean([np.roll(t, k, axis=1) for k in range(-side // 10, side // 10 + 1, 2)], axis=0)
+    return _blur(smear, side / 24)[::-1, ::-1]
+
+
+def _blotches(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Low-frequency colour blobs over the image (a weak generator's artefacts)."""
+    side = t.shape[0]
+    coarse = rng.normal(0, 1, (4, 4, 3)).astype(np.float32)
+    from PIL import Image
+
+    up = np.stack([np.asarray(Image.fromarray(coarse[..., c]).resize((side, side), Image.BICUBIC)) for c in range(3)], -1)
+    return np.clip(t + 70 * up, 0, 255)
+
+
+def _grow_mask(m: np.ndarray, r: int) -> np.ndarray:
+    from steps.world import _dilate
+
+    return _dilate(m, r)
+
+
+def _has_content(sample) -> bool:
+    """Whether the region to generate should hold the requested object or word (fill, prompted extend)."""
+    return sample.task == "fill" or (sample.task == "extend" and bool(sample.meta.get("user_prompt")))
+
+
+def masked_source(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The source with the region to generate blanked to mid grey: the judge's optional third image.
+
+    It shows the judge what must be kept (consistency is judged outside the mask) and where the edit is;
+    for extend it equals the condition image. ``image``: HxWx3 (or BxHxWx3) uint8, ``mask``: HxW (BxHxW),
+    255 = generate. (The RL loop must pass the same image when the judge was trained with it.)
+    """
+    from steps.world import EXTEND_FILL_GREY
+
+    out = np.array(image, copy=True)
+    out[np.asarray(mask) > 127] = EXTEND_FILL_GREY
+    return out
+
+
+def trained_with_source(judge_dir) -> bool:
+    """Whether the judge in ``judge_dir`` was trained with the masked source as a third image (its
+    training.json says so); every consumer (agreement, RL, benchmark) must then show it the same way."""
+    record = Path(judge_dir) / "training.json"
+    if not record.is_file():
+        return False
+    return bool(json.loads(record.read_text()).get("config", {}).get("show_source", False))
 
 
 def _outside(sample) -> np.ndarray:
@@ -176,6 +263,7 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
     from steps.judge_eval import load_preference_data
     from steps.preferences import judge_query
     from steps.runtime import setup
+    from steps.world import dimensions_for
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)
@@ -194,21 +282,30 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
     easy_until = int(cfg.easy_fraction * cfg.steps)
     curve, accs = [], []
     images = data["images"]
+    # real candidates of TRAINING conditions (never a held-out one) for candidate-based easy pairs
+    cand_pool = sorted({(p.condition_id, q) for p in train_pairs for q in (p.winner, p.loser)})
+    src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source else \
+        {cid: s.image for cid, s in samples.items()}
     for step in tqdm(range(cfg.steps), desc="judge", unit="step", mininterval=5):
         easy = rng.random() < (cfg.easy_prob_early if step < easy_until else cfg.easy_prob_late)
         firsts, seconds, sources, queries = [], [], [], []
         for _ in range(cfg.batch_size):
-            if easy:
+            if easy and cand_pool and rng.random() < cfg.easy_candidate_share:
+                cid, path = cand_pool[int(rng.integers(len(cand_pool)))]
+                s = samples[cid]
+                dims = [d for d in dimensions_for(s.task, s.prompt) if d in CANDIDATE_EASY_DIMENSIONS]
+                dim = dims[int(rng.integers(len(dims)))]
+                w, lo = candidate_easy_pair(s, images[path], dim, rng)
+                task, prompt, src = s.task, s.prompt, src_of[s.id]
+            elif easy:
                 s = easy_samples[int(rng.integers(len(easy_samples)))]
-                from steps.world import dimensions_for
-
                 dims = dimensions_for(s.task, s.prompt)
                 dim = dims[int(rng.integers(len(dims)))]
-                w, lo, task, prompt, src = s.target, easy_loser(s, dim, rng), s.task, s.prompt, s.image
+                w, lo, task, prompt, src = s.target, easy_loser(s, dim, rng), s.task, s.prompt, src_of[s.id]
             else:
                 p = train_pairs[int(rng.integers(len(train_pairs)))]
                 w, lo, task, dim, prompt = images[p.winner], images[p.loser], p.task, p.dimension, p.prompt
-                src = samples[p.condition_id].image
+                src = src_of[p.condition_id]
             q = judge_query(task, dim, prompt)
             firsts += [w, lo]
             seconds += [lo, w]

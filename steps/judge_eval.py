@@ -69,7 +69,12 @@ def pair_correctness(judge, pairs, images, samples, show_source: bool = False, b
             w = np.stack([images[p.winner] for p in chunk])
             lo = np.stack([images[p.loser] for p in chunk])
             q = [judge_query(p.task, p.dimension, p.prompt) for p in chunk]
-            src = np.stack([samples[p.condition_id].image for p in chunk]) if show_source else None
+            src = None
+            if show_source:
+                from steps.judge import masked_source
+
+                src = np.stack([masked_source(samples[p.condition_id].image, samples[p.condition_id].mask)
+                                for p in chunk])
             a = judge.p_yes(w, lo, q, src)
             b = judge.p_yes(lo, w, q, src)
             scores.append(((a + 1 - b) / 2).numpy())

@@ -318,7 +318,15 @@ class OneRewardRecipe:
         return self.save_final()
 
     def train_step(self, step: int) -> dict[str, float]:
-        from steps.rl_utils import draw_step, onereward_loss, paste_back, pixels, rollout, stats_to_metrics
+        from steps.rl_utils import (
+            draw_step,
+            judge_source,
+            onereward_loss,
+            paste_back,
+            pixels,
+            rollout,
+            stats_to_metrics,
+        )
 
         cfg, acc = self.cfg, self.accelerator
         t0 = time.perf_counter()
@@ -337,10 +345,11 @@ class OneRewardRecipe:
                     mask = pixels(samples, "mask", acc.device)
                     policy_images = paste_back(policy_images, source, mask)
                     reference_images = paste_back(reference_images, source, mask)
+                shown = judge_source(samples, acc.device) if cfg.judge_sees_source else None
                 with acc.autocast():
                     loss, micro_stats = onereward_loss(
                         self.scorer, policy_images, reference_images, draw.task, [s.prompt for s in samples],
-                        cfg.lam, source if cfg.judge_sees_source else None)
+                        cfg.lam, shown)
                 acc.backward(loss / cfg.grad_accum)
             stats, loss_sum = stats + micro_stats, loss_sum + loss.detach() / cfg.grad_accum
         grad_norm = acc.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)

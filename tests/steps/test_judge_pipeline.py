@@ -139,3 +139,92 @@ def test_config_guards():
         JudgeConfig(profile="flux")
     with pytest.raises(ValueError, match="flux"):
         JudgePretrainConfig(profile="flux")
+
+
+def test_masked_source_blanks_only_the_region():
+    from steps.judge import masked_source
+    from steps.world import EXTEND_FILL_GREY, WorldConfig, make_sample
+
+    s = make_sample(WorldConfig(size=32), 0, "fill")
+    shown = masked_source(s.image, s.mask)
+    inside = s.mask > 127
+    assert (shown[inside] == EXTEND_FILL_GREY).all() and (shown[~inside] == s.image[~inside]).all()
+    assert shown is not s.image and not (s.image[inside] == EXTEND_FILL_GREY).all()  # input left alone
+
+
+def test_candidate_easy_pairs_are_better_by_construction(prefs):
+    from steps.io import read_rgb
+    from steps.judge import CANDIDATE_EASY_DIMENSIONS, candidate_easy_pair
+
+    root, _ = prefs
+    samples = {s.id: s for s in load_samples(root / "data/train")}
+    rng = np.random.default_rng(0)
+    checked = 0
+    for cset in read_candidate_sets(root / "cands" / "candidates.jsonl")[:8]:
+        s = samples[cset["condition_id"]]
+        cand = read_rgb(root / "cands" / cset["candidates"][0])
+        for dim in set(dimensions_for(s.task, s.prompt)) & set(CANDIDATE_EASY_DIMENSIONS):
+            better, worse = candidate_easy_pair(s, cand, dim, rng)
+            assert worse is cand and better.shape == cand.shape and better.dtype == np.uint8
+            if dim == "consistency":  # only the kept region moved, toward the source
+                inside = s.mask > 127
+                assert (better[inside] == cand[inside]).all()
+                kept = ~inside
+                assert np.abs(better.astype(float) - s.image)[kept].mean() < np.abs(cand.astype(float) - s.image)[kept].mean()
+            else:
+                assert score(better, s)[dim] >= score(cand, s)[dim]
+            checked += 1
+    assert checked >= 8
+
+
+def test_a_judge_trained_with_the_source_is_shown_it_everywhere(prefs, tmp_path):
+    """show_source is recorded with the judge; the agreement table and the benchmark pass the masked source."""
+    import torch
+
+    from steps.benchmark import Item, judge_ratings
+    from steps.judge import masked_source, trained_with_source
+    from steps.models.judge import Judge
+
+    root, _ = prefs
+    cfg = JudgeConfig(profile="smoke", pairs_dir=str(root / "prefs"), train_dir=str(root / "data/train"),
+                      out_dir=str(tmp_path / "judge"), steps=2, batch_size=2, heldout_fraction=0.3, show_source=True)
+    train_judge(cfg)
+    assert trained_with_source(cfg.out_dir) and not trained_with_source(tmp_path / "nowhere")
+    judge = Judge.load(cfg.out_dir).eval()
+    s = load_samples(root / "data/train")[0]
+    a, b = s.target, np.zeros_like(s.target)
+    item = Item(condition=type("C", (), {"id": s.id, "task": s.task, "prompt": s.prompt})(), image=s.image,
+                mask=s.mask, target=s.target)
+    with_src = judge_ratings(judge, [item], {s.id: a}, {"other": {s.id: b}}, show_source=True)
+    from steps.preferences import judge_query
+
+    dims = dimensions_for(s.task, s.prompt)
+    qs = [judge_query(s.task, d, s.prompt) for d in dims]
+    src = np.stack([masked_source(s.image, s.mask)] * len(dims))
+    with torch.no_grad():
+        p_ab = judge.p_yes(np.stack([a] * len(dims)), np.stack([b] * len(dims)), qs, src).numpy()
+        p_ba = judge.p_yes(np.stack([b] * len(dims)), np.stack([a] * len(dims)), qs, src).numpy()
+    for d, x, y in zip(dims, p_ab, p_ba):
+        expected = "good" if x > 0.5 and y < 0.5 else "bad" if x < 0.5 and y > 0.5 else "same"
+        assert with_src["other"][s.task][d][expected] == 1
+
+
+def test_judge_ablation_script_runs_its_variants(prefs, tmp_path):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    root, _ = prefs
+    spec = importlib.util.spec_from_file_location("judge_ablations", Path("bench/judge_ablations.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = argparse.Namespace(candidates=str(root / "cands"), train_dir=str(root / "data/train"), pretrained="",
+                              profile="smoke", steps=2, threads=1, variants=["baseline", "noise_20"],
+                              work=str(tmp_path / "work"))
+    results = mod.run(args)
+    assert set(results) == {"baseline", "noise_20"} and results["noise_20"]["noise"] == 0.2
+    pairs = [json.loads(x) for x in (tmp_path / "work/pairs_noise10/pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["source"] == "simulated" for p in pairs)
+    for r in results.values():
+        assert 0 <= r["mean_accuracy"] <= 1 and r["table"]
+    assert "| baseline |" in mod.markdown(results)

@@ -445,3 +445,15 @@ def test_judge_must_be_queried_as_trained(smoke, tmp_path):
     with pytest.raises(ValueError, match="judge_sees_source=True"):
         check_judge(cfg)
     check_judge(config(smoke, tmp_path, judge_dir=str(judge_dir), judge_sees_source=True))
+
+
+def test_rl_shows_the_judge_the_same_masked_source_as_training():
+    from steps.judge import masked_source
+    from steps.rl_utils import judge_source
+    from steps.world import WorldConfig, make_sample
+
+    samples = [make_sample(WorldConfig(size=32), i, task) for i, task in enumerate(["fill", "extend", "removal"])]
+    shown = judge_source(samples, "cpu")
+    expected = np.stack([masked_source(s.image, s.mask) for s in samples]).astype(np.float32) / 255
+    assert shown.shape == (3, 3, 32, 32)
+    assert torch.allclose(shown, torch.from_numpy(expected).permute(0, 3, 1, 2), atol=1e-6)

@@ -65,7 +65,7 @@ def test_chat_template_has_qwens_layout(judge):
     text = judge.prompt("Q?", num_images=2)
     assert text == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        "Q?<|vision_start|><|image_pad|><|vision_end|><|vision_start|><|image_pad|><|vision_end|><|im_end|>\n"
+        "<|vision_start|><|image_pad|><|vision_end|><|vision_start|><|image_pad|><|vision_end|>Q?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
 
