@@ -16,10 +16,23 @@ class ProjectResource(dg.ConfigurableResource):
 
     profile: str = "tiny"
     root: str = str(REPO_ROOT)
+    gate_override: str = ""
+    """A reason, in words, to let RL run although the judge failed its agreement gate (ONEREWARD_GATE_OVERRIDE).
+    Empty (the default): the gate blocks. With a reason the failed check is reported as a warning, the reason is
+    tagged on every MLflow run downstream, and the fill model can never become `champion`."""
 
     def setup_for_execution(self, context) -> None:
         if self.profile not in PROFILES:
             raise dg.Failure(f"unknown profile {self.profile!r}; expected one of {PROFILES} (ONEREWARD_PROFILE)")
+
+    def gate_tags(self) -> dict[str, str]:
+        """MLflow tags for runs downstream of the agreement gate: {} when it passed, the override otherwise."""
+        import json
+
+        path = self.outputs_dir / "judge_agreement" / "agreement.json"
+        if not path.is_file() or json.loads(path.read_text())["passed"]:
+            return {}
+        return {"judge_gate": "FAILED (overridden)", "gate_override": self.gate_override.strip() or "none given"}
 
     @property
     def root_path(self) -> Path:
@@ -78,7 +91,8 @@ class DvcResource(dg.ConfigurableResource):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     root = os.environ.get("ONEREWARD_ROOT", str(REPO_ROOT))
     return {
-        "project": ProjectResource(profile=os.environ.get("ONEREWARD_PROFILE", "tiny"), root=root),
+        "project": ProjectResource(profile=os.environ.get("ONEREWARD_PROFILE", "tiny"), root=root,
+                                   gate_override=os.environ.get("ONEREWARD_GATE_OVERRIDE", "")),
         "mlflow": MlflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""), root=root),
         "dvc": DvcResource(root=root),
     }

@@ -410,7 +410,7 @@ def register_fill_model(tracking_uri: str, pipeline_dir: str | os.PathLike, metr
                         *, run_id: str | None = None, profile: str = "tiny",
                         artifact_root: str | os.PathLike | None = None, num_steps: int = 8, guidance: float = 30.0,
                         seed: int = 0, gate: GateConfig = GateConfig(), tags: dict[str, str] | None = None,
-                        name: str = FILL_MODEL_NAME) -> dict[str, Any]:
+                        name: str = FILL_MODEL_NAME, never_champion: str = "") -> dict[str, Any]:
     """Log + register the fill pipeline; ``challenger`` -> new version; ``champion`` only if the gate passes.
 
     ``metrics``: the benchmark's metrics for this model (``gsb/...``), with the current champion's outputs
@@ -418,7 +418,8 @@ def register_fill_model(tracking_uri: str, pipeline_dir: str | os.PathLike, metr
     ``register-fill`` is created and finished otherwise). ``num_steps``/``guidance``/``seed``: the pyfunc's
     sampling defaults. Returns {"name", "version", "model_uri" (models:/<logged model id>), "model_id",
     "registry_uri", "run_id", "aliases", "previous_champion", "champion", "verdict": {passed, reasons,
-    net_wins}}.
+    net_wins}}. ``never_champion``: a reason this version must stay ``challenger`` whatever the benchmark says
+    (the pipeline passes the overridden judge-agreement gate here); it heads the verdict's reasons.
     """
     from steps.models.policy import check_flux_layout
 
@@ -428,8 +429,13 @@ def register_fill_model(tracking_uri: str, pipeline_dir: str | os.PathLike, metr
                        {"num_steps": num_steps, "guidance": guidance, "seed": seed},
                        "OneReward fill model (fill, extend, removal): a FluxFill pipeline as an MLflow pyfunc",
                        "register-fill")
-    return _release(tracking_uri, release, lambda previous: promotion_gate(metrics, previous, gate), run_id=run_id,
-                    profile=profile, artifact_root=artifact_root,
+    def decide(previous):
+        verdict = promotion_gate(metrics, previous, gate)
+        if never_champion:
+            return Verdict(False, [f"FAIL {never_champion}: challenger only"] + verdict.reasons, verdict.net_wins)
+        return verdict
+
+    return _release(tracking_uri, release, decide, run_id=run_id, profile=profile, artifact_root=artifact_root,
                     tags={**(tags or {}), "pipeline_dir": str(pipeline_dir)})
 
 

@@ -172,10 +172,17 @@ def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfi
 @dg.asset_check(asset=AGREEMENT, name="agreement_gate", blocking=True,
                 description="Every task x dimension cell at or above its threshold (paper Table 1 by default).")
 def agreement_gate(project: ProjectResource) -> dg.AssetCheckResult:
+    """Fails with ERROR severity (blocks RL and everything after it) unless the project carries an explicit
+    override reason (ONEREWARD_GATE_OVERRIDE): then the failure is a WARNING, downstream runs, and the fill model
+    it produces is registered as `challenger` only, with the reason on its runs."""
     import json
 
     path = project.root_path / f"outputs/{project.profile}/judge_agreement/agreement.json"
     result = json.loads(path.read_text())
-    return dg.AssetCheckResult(passed=result["passed"], metadata={
-        "reasons": dg.MetadataValue.json(result["reasons"]), "warnings": dg.MetadataValue.json(result["warnings"]),
-        "mean_accuracy": result["mean_accuracy"]})
+    overridden = not result["passed"] and bool(project.gate_override.strip())
+    metadata = {"reasons": dg.MetadataValue.json(result["reasons"]),
+                "warnings": dg.MetadataValue.json(result["warnings"]), "mean_accuracy": result["mean_accuracy"]}
+    if overridden:
+        metadata["override"] = f"gate FAILED and was overridden: {project.gate_override.strip()}"
+    return dg.AssetCheckResult(passed=result["passed"], metadata=metadata,
+                               severity=dg.AssetCheckSeverity.WARN if overridden else dg.AssetCheckSeverity.ERROR)

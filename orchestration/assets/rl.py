@@ -86,7 +86,7 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         context.log.info(f"{variant}: {'fresh start' if fresh else 'resuming from its last checkpoint'}")
         tracker, run_id = mlflow.start_run(context, project.profile, f"policy/{variant}")
         tracker.log_params(run_id, cfg.params())
-        tracker.set_tags(run_id, {"reference": variant})
+        tracker.set_tags(run_id, {"reference": variant, **project.gate_tags()})
         try:
             invocation = pipes_subprocess_client.run(
                 command=launch_command(config.num_processes), context=context,

@@ -234,3 +234,15 @@ def test_judge_registers_and_scores_pairs(mlflow_uri, tmp_path):
              "query": judge_query("fill", "structure")}] * 2
     p = model.predict(pd.DataFrame(rows))["p_yes"].to_numpy()
     assert p.shape == (2,) and np.all((p > 0) & (p < 1)) and p[0] == pytest.approx(p[1])
+
+
+def test_a_fill_model_trained_past_a_failed_judge_gate_never_becomes_champion(mlflow_uri, pipeline_dir, registered):
+    client = client_for(mlflow_uri)
+    before = alias_version(client, FILL_MODEL_NAME, CHAMPION)
+    # the benchmark alone would promote it (passing() beats the base and any champion) ...
+    held = register_fill_model(mlflow_uri, pipeline_dir, passing(), profile="smoke", num_steps=2,
+                               never_champion="the judge failed its agreement gate (override: demo)")
+    assert not held["verdict"]["passed"] and held["champion"] == before
+    assert held["verdict"]["reasons"][0].startswith("FAIL the judge failed its agreement gate")
+    assert alias_version(client, FILL_MODEL_NAME, CHAMPION) == before
+    assert alias_version(client, FILL_MODEL_NAME, CHALLENGER) == held["version"]
