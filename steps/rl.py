@@ -391,6 +391,19 @@ class OneRewardRecipe:
                               self.cfg.guard_signal, self.cfg.lam, self.accelerator.device,
                               self.accelerator.autocast)
 
+    def training_reward_rise(self) -> dict[str, tuple[float, float]]:
+        """Per task: (mean training reward over its first N sampled steps, over its latest N), N = guard_every/5."""
+        import numpy as np
+
+        window = max(5, self.cfg.guard_every // 5)
+        out = {}
+        for task in ("fill", "extend", "removal"):
+            means = [float(np.mean(v)) for h in self.history
+                     if (v := [x for k, x in h.items() if k.startswith(f"reward/{task}/")])]
+            if len(means) >= 2 * window:  # the first and the latest window do not overlap
+                out[task] = (float(np.mean(means[:window])), float(np.mean(means[-window:])))
+        return out
+
     def guard_step(self, step: int) -> None:
         """Evaluate the held-out batch, log guard/*, and stop (every rank alike) when the guard rule fires."""
         judge, heldout = self.heldout_scores(self.generate_heldout() if step else self.guard_base)
@@ -399,7 +412,7 @@ class OneRewardRecipe:
             self.log({**{f"guard/judge/{k}": v for k, v in judge.items()},
                       **{f"guard/{kind}/{k}": v for k, v in heldout.items()}}, step)
         guarded = {k: v for k, v in heldout.items() if not k.endswith("_psnr")}  # signals in [0, 1] only
-        message = self.guard.update(step, judge, guarded)
+        message = self.guard.update(step, judge, guarded, self.training_reward_rise())
         if message:
             self.guard.history[-1]["stopped"] = message
             if self.is_main:

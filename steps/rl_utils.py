@@ -540,9 +540,16 @@ class RewardHackingGuard:
             by_task.setdefault(key.split("/")[0], []).append(value)
         return {t: float(np.mean(v)) for t, v in by_task.items()}
 
-    def update(self, step: int, judge: dict[str, float], heldout: dict[str, float]) -> str | None:
-        """Record one evaluation; returns the stop message when the rule fires, else None."""
-        self.history.append({"step": step, "judge": dict(judge), "heldout": dict(heldout)})
+    def update(self, step: int, judge: dict[str, float], heldout: dict[str, float],
+               train_rise: dict[str, tuple[float, float]] | None = None) -> str | None:
+        """Record one evaluation; returns the stop message when the rule fires, else None.
+
+        ``train_rise``: per task, (first, latest) mean TRAINING reward over a window of steps -- the reward
+        RL actually optimises (one-step x0 predictions). A rise there counts like a rise of the held-out
+        judge reward: the policy can learn to please the judge on its x0 predictions while its full samples
+        get worse, which the held-out judge reward alone does not show."""
+        self.history.append({"step": step, "judge": dict(judge), "heldout": dict(heldout),
+                             "train_reward": {t: list(v) for t, v in (train_rise or {}).items()}})
         if len(self.history) == 1:
             return None
         base = self.history[0]
@@ -552,10 +559,14 @@ class RewardHackingGuard:
             task = key.split("/")[0]
             if key not in base["heldout"] or task not in judge_now or task not in judge_base:
                 continue
-            rise = judge_now[task] - judge_base[task]
             drop = base["heldout"][key] - value
+            rises = [(judge_now[task] - judge_base[task], "held-out judge reward", judge_base[task], judge_now[task])]
+            if train_rise and task in train_rise:
+                first, latest = train_rise[task]
+                rises.append((latest - first, "training reward", first, latest))
+            rise, what, before, now = max(rises)
             if rise > self.min_rise and drop > self.margin:
-                found.append(f"{task}: judge reward {judge_base[task]:.3f} -> {judge_now[task]:.3f} while "
+                found.append(f"{task}: {what} {before:.3f} -> {now:.3f} while "
                              f"held-out {key} {base['heldout'][key]:.3f} -> {value:.3f}")
         self.strikes = self.strikes + 1 if found else 0
         self.history[-1]["flags"] = found

@@ -315,6 +315,20 @@ def test_guard_rule_on_synthetic_numbers():
     assert again.history == guard.history and again.strikes == 2
 
 
+def test_guard_sees_a_rising_training_reward_when_the_heldout_judge_reward_stays_flat():
+    """Measured on tiny: the policy learned to please the judge on its one-step x0 predictions (training reward
+    0.3 -> 0.7) while its full samples got worse and the held-out judge reward stayed flat."""
+    guard = RewardHackingGuard(margin=0.1, min_rise=0.02, patience=1)
+    judge = {"extend/consistency": 0.38, "extend/structure": 0.34}
+    base = {"extend/consistency": 0.52, "extend/structure": 0.70}
+    assert guard.update(0, judge, base) is None
+    fallen = {"extend/consistency": 0.28, "extend/structure": 0.66}
+    assert guard.update(50, judge, fallen, {"extend": (0.35, 0.36)}) is None  # nothing rose: not hacking
+    message = guard.update(100, judge, fallen, {"extend": (0.35, 0.70)})
+    assert message and "extend: training reward 0.350 -> 0.700" in message and "extend/consistency" in message
+    assert guard.history[-1]["train_reward"] == {"extend": [0.35, 0.70]}
+
+
 def test_guard_stops_training_with_a_clear_error(smoke, tmp_path):
     recipe = OneRewardRecipe(
         config(smoke, tmp_path, steps=6, guard_every=2, guard_patience=1, sample_every=0, checkpoint_every=0)
