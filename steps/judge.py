@@ -210,6 +210,27 @@ def _outside(sample) -> np.ndarray:
     return out
 
 
+def easy_pair_batch(samples, rng: np.random.Generator, n: int):
+    """``n`` ground-truth comparisons, each in both orders: the target vs an `easy_loser` of one of the task's
+    dimensions, asked with the judge's own query. Returns ([firsts, seconds], queries, labels (True = Yes))."""
+    import torch
+
+    from steps.preferences import judge_query
+    from steps.world import dimensions_for
+
+    firsts, seconds, queries = [], [], []
+    for _ in range(n):
+        s = samples[int(rng.integers(len(samples)))]
+        dims = dimensions_for(s.task, s.prompt)
+        dim = dims[int(rng.integers(len(dims)))]
+        w, lo = s.target, easy_loser(s, dim, rng)
+        q = judge_query(s.task, dim, s.prompt)
+        firsts += [w, lo]
+        seconds += [lo, w]
+        queries += [q, q]
+    return [np.stack(firsts), np.stack(seconds)], queries, torch.tensor([True, False] * n)
+
+
 def yes_no_loss(judge, groups: list, queries: list[str], labels):
     """Mean CE of the Yes/No answer token (labels: bool tensor, True = Yes) and the Yes-No margins."""
     import torch

@@ -34,6 +34,8 @@ class JudgePretrainConfig:
     batch_size: int = field(32, "questions per step")
     lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine); 2e-3 collapsed to the answer priors")
     n_samples: int = field(1200, "world samples the question bank is built from (10% held out)")
+    pair_share: float = field(0.0, "share of steps that compare two images (the target vs a corruption of one "
+                                   "dimension, asked with the judge's query); the rest are single-image questions")
     log_every: int = field(25, "log every N steps")
     seed: int = field(0, "seed")
     threads: int = field(1, "torch CPU threads")
@@ -119,6 +121,20 @@ def evaluate(judge, bank, batch: int = 128) -> dict[str, float]:
     return out
 
 
+def evaluate_pairs(judge, samples, rng: np.random.Generator, n: int = 128) -> dict[str, float]:
+    """Held-out ground-truth comparisons: the judge prefers the target (asked in both orders, averaged)."""
+    import torch
+
+    from steps.judge import easy_pair_batch
+
+    groups, queries, _ = easy_pair_batch(samples, rng, n)
+    with torch.no_grad():
+        logits = judge.image_logits(groups, queries)
+    margin = (logits[:, judge.yes_id] - logits[:, judge.no_id]).numpy()
+    prefers_target = (margin[0::2] - margin[1::2]) > 0  # rows alternate (target, loser) and (loser, target)
+    return {"pretrain/pair_accuracy": float(prefers_target.mean())}
+
+
 def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
@@ -126,7 +142,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     from steps.base import _lr_lambda
     from steps.datasets import load_samples
     from steps.io import atomic_write_json
-    from steps.judge import yes_no_loss
+    from steps.judge import easy_pair_batch, yes_no_loss
     from steps.models.judge import Judge, spec_for
     from steps.runtime import setup
 
@@ -143,10 +159,14 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(50, cfg.steps // 10 + 1), cfg.steps))
     images, questions, answers, _ = train_bank
+    pair_samples = samples[n_eval:]
     curve = []
     for step in tqdm(range(cfg.steps), desc="judge pretrain", unit="step", mininterval=5):
-        idx = rng.integers(0, len(questions), cfg.batch_size)
-        loss, _ = yes_no_loss(judge, [images[idx]], [questions[i] for i in idx], torch.as_tensor(answers[idx]))
+        if rng.random() < cfg.pair_share:  # both orders: batch_size // 2 comparisons = batch_size rows
+            loss, _ = yes_no_loss(judge, *easy_pair_batch(pair_samples, rng, max(1, cfg.batch_size // 2)))
+        else:
+            idx = rng.integers(0, len(questions), cfg.batch_size)
+            loss, _ = yes_no_loss(judge, [images[idx]], [questions[i] for i in idx], torch.as_tensor(answers[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
@@ -157,6 +177,8 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
             log({"pretrain/loss": float(np.mean(curve[-cfg.log_every:]))}, step)
     judge.eval()
     metrics = evaluate(judge, eval_bank)
+    if cfg.pair_share > 0:
+        metrics.update(evaluate_pairs(judge, samples[:n_eval], np.random.default_rng(cfg.seed + 1)))
     log(metrics, cfg.steps)
     judge.save(cfg.out_dir)
     summary = {"out_dir": cfg.out_dir, "metrics": metrics, "n_questions": len(questions),

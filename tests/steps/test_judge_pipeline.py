@@ -94,8 +94,9 @@ def test_pretrain_questions_are_true_to_ground_truth():
 def test_judge_training_and_agreement_gate(prefs, tmp_path):
     root, _ = prefs
     pre = pretrain_judge(JudgePretrainConfig(profile="smoke", train_dir=str(root / "data/train"),
-                                             out_dir=str(tmp_path / "pre"), steps=5, batch_size=8, n_samples=24))
-    assert set(pre["metrics"]) >= {"pretrain/accuracy"}
+                                             out_dir=str(tmp_path / "pre"), steps=5, batch_size=8, n_samples=24,
+                                             pair_share=0.5))
+    assert set(pre["metrics"]) >= {"pretrain/accuracy", "pretrain/pair_accuracy"}
     logged = []
     summary = train_judge(JudgeConfig(profile="smoke", init_dir=str(tmp_path / "pre"), pairs_dir=str(root / "prefs"),
                                       train_dir=str(root / "data/train"), out_dir=str(tmp_path / "judge"),
@@ -139,6 +140,18 @@ def test_config_guards():
         JudgeConfig(profile="flux")
     with pytest.raises(ValueError, match="flux"):
         JudgePretrainConfig(profile="flux")
+
+
+def test_easy_pair_batches_put_the_target_first_then_second():
+    from steps.judge import easy_pair_batch
+    from steps.world import WorldConfig, make_sample
+
+    samples = [make_sample(WorldConfig(size=32), i, t) for i, t in enumerate(["fill", "extend", "removal"] * 2)]
+    (firsts, seconds), queries, labels = easy_pair_batch(samples, np.random.default_rng(0), 5)
+    assert firsts.shape == seconds.shape == (10, 32, 32, 3) and len(queries) == 10
+    assert labels.tolist() == [True, False] * 5 and queries[0::2] == queries[1::2]
+    targets = {s.target.tobytes() for s in samples}
+    assert all(firsts[i].tobytes() in targets and (seconds[i] == firsts[i + 1]).all() for i in range(0, 10, 2))
 
 
 def test_masked_source_blanks_only_the_region():
