@@ -12,22 +12,21 @@ held-out conditions (noisy-label accuracy per task x dimension, and against the 
   curriculum_off  no easy ground-truth pairs
   no_pretrain     a freshly initialised judge instead of the judge_pretrain output
 
-Labels are SIMULATED annotators. Results (JSON) go to --out and a markdown table to stdout; copy it into
-docs/ABLATIONS.md with the date and machine.
+Labels are SIMULATED annotators. Results (JSON) go to --out; the table, with the command, date and machine,
+replaces the generated block named by --section in docs/ABLATIONS.md (--section "" skips that).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, machine, machine_line, write_section  # noqa: E402
 
 VARIANTS = {
     "baseline": ({}, 0.10),
@@ -99,16 +98,19 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--work", default="", help="folder for pairs and judges (default: a temp folder)")
     ap.add_argument("--out", default="bench/results/judge_ablations.json")
+    ap.add_argument("--section", default="judge-ablations", help="generated block in docs/ABLATIONS.md")
     args = ap.parse_args(argv)
     t0 = time.time()
     results = run(args)
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, torch threads {args.threads}", "command": " ".join(sys.argv),
-            "wall_s": time.time() - t0}
+    m = machine()
+    meta = {"machine": machine_line(m), "command": "python " + " ".join(sys.argv), "wall_s": time.time() - t0}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
-    print(markdown(results))
-    print(json.dumps(meta))
+    md = markdown(results)
+    print(md)
+    if args.section:
+        write_section(args.section, f"Measured {meta['machine']}; {meta['wall_s'] / 60:.0f} min in all.\n\n"
+                      f"```\n{meta['command']}\n```\n\n{md}", REPO / "docs" / "ABLATIONS.md")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,21 @@
 
 In production the judge starts from Qwen2.5-VL, pretrained on images and text. The tiny judge has no such
 start (measured: preference training from random weights stays at chance for minutes), so it first learns
-single-image Yes/No questions about the world's ground truth -- the analogue of a VLM's pretraining:
-"Is there a red circle in the image?", "Is there a blue object ...?", "Does the image show the word "SUN"?",
-"Is the image clean, without noise?", "Are the shapes sharp?", "Is the image complete, without a grey
-band?". Positives and negatives come from the target, the source, the clean background and corrupted
-copies. It depends only on the world (not on the base model), so it runs beside base pretraining.
+questions about the world's ground truth -- the analogue of a VLM's pretraining. Two kinds, mixed by
+``pair_share``:
+
+- comparisons (the default, ``pair_share=1``): the target vs a copy corrupted on ONE dimension (wrong colour,
+  object left, drifted kept region, smeared structure, blur or noise), asked with the judge's own query in
+  both orders -- "is the first image better than the second" on pairs whose answer the world knows;
+- single-image Yes/No questions: "Is there a red circle in the image?", "Is there a blue object ...?", "Does
+  the image show the word "SUN"?", "Is the image clean, without noise?", "Are the shapes sharp?", "Is the
+  image complete, without a grey band?" (positives and negatives from the target, the source, the clean
+  background and corrupted copies).
+
+Measured on tiny (docs/ABLATIONS.md): after the same preference training, comparison pretraining gave a
+held-out agreement of 0.68 (mean of the nine cells), single-image questions 0.53 and no pretraining 0.61 --
+single-image questions taught the answer tokens' priors more than the comparison. Both kinds depend only on
+the world (not on the base model), so pretraining runs beside base pretraining.
 """
 
 from __future__ import annotations
@@ -34,8 +44,9 @@ class JudgePretrainConfig:
     batch_size: int = field(32, "questions per step")
     lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine); 2e-3 collapsed to the answer priors")
     n_samples: int = field(1200, "world samples the question bank is built from (10% held out)")
-    pair_share: float = field(0.0, "share of steps that compare two images (the target vs a corruption of one "
-                                   "dimension, asked with the judge's query); the rest are single-image questions")
+    pair_share: float = field(1.0, "share of steps that compare two images (the target vs a corruption of one "
+                                   "dimension, asked with the judge's query); the rest are single-image questions. "
+                                   "Measured (docs/ABLATIONS.md): 1.0 -> held-out agreement 0.68, 0.0 -> 0.53")
     log_every: int = field(25, "log every N steps")
     seed: int = field(0, "seed")
     threads: int = field(1, "torch CPU threads")
