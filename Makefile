@@ -38,7 +38,9 @@ run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU
 	  echo "The run stopped (exit $$rc): see the failed step above, or the run in 'make ui'."; \
 	  if [ -f outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md ]; then \
 	    echo "If the judge_agreement gate blocked RL, this is the judge's held-out agreement:"; \
-	    cat outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md; fi; exit $$rc; }
+	    cat outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md; \
+	    echo "Why, and what each part of the judge recipe buys: docs/ABLATIONS.md. To run RL past a failed gate"; \
+	    echo "(the fill model then stays 'challenger'): ONEREWARD_GATE_OVERRIDE=\"<your reason>\" make run"; fi; exit $$rc; }
 	@echo
 	@echo "Done ($(ONEREWARD_PROFILE) profile). Where to look:"
 	@echo "  Dagster UI (asset graph, metadata, checks): make ui         -> http://$(HOST):3000"
