@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 PROFILE ?= tiny
 HOST ?= 127.0.0.1
+SELECT ?= *
 export PATH := $(BIN):$(PATH)
 export DAGSTER_HOME := $(abspath .dagster_home)
 export ONEREWARD_PROFILE ?= $(PROFILE)
@@ -33,8 +34,8 @@ setup: $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME) mlflow
 	cp -n orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 
-run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU
-	@dagster asset materialize -m orchestration.definitions --select '*' || { rc=$$?; echo; \
+run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='judge_agreement*' re-runs a part
+	@dagster asset materialize -m orchestration.definitions --select '$(SELECT)' || { rc=$$?; echo; \
 	  echo "The run stopped (exit $$rc): see the failed step above, or the run in 'make ui'."; \
 	  if [ -f outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md ]; then \
 	    echo "If the judge_agreement gate blocked RL, this is the judge's held-out agreement:"; \
