@@ -55,7 +55,8 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
     metadata = {}
     for split in SPLITS:
         cfg = CompetitorsConfig.for_profile(project.profile, root, split, models=models,
-                                            user_folders=users if split == "benchmark" else ())
+                                            user_folders=users if split == "benchmark" else (),
+                                            threads=project.solo_threads)
         result = build_competitors(cfg)
         metadata[f"{split}_systems"] = dg.MetadataValue.json(sorted(result["systems"]))
         metadata[f"{split}_dir"] = dg.MetadataValue.path(cfg.out_dir)
@@ -75,7 +76,8 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
     metadata: dict = {"ours": ours(project)}
     for split in SPLITS:
         cfg = BenchmarkConfig.for_profile(project.profile, root, split, ours=ours(project),
-                                          judge_dir=str(root / f"outputs/{project.profile}/judge"))
+                                          judge_dir=str(root / f"outputs/{project.profile}/judge"),
+                                          threads=project.solo_threads)
         result = run_benchmark(cfg, judge=judge)
         tracker, run_id = mlflow.start_run(context, project.profile, f"benchmark/{split}")
         log_to_mlflow(tracker, run_id, result)

@@ -74,7 +74,7 @@ def preference_candidates(context: dg.AssetExecutionContext, config: CandidatesR
 
     root = project.root_path
     cfg = CandidatesConfig(**{**dict(base_dir=str(root / f"outputs/{project.profile}/base_model"),
-                                     train_dir=str(project.data_dir / "train"),
+                                     train_dir=str(project.data_dir / "train"), threads=project.solo_threads,
                                      out_dir=str(project.data_dir / "candidates")),
                               **({"n_conditions": 96} if project.profile == "smoke" else {}), **overrides(config)})
     result = generate_candidates(cfg)
@@ -116,7 +116,7 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
     from steps.judge import train_judge
 
     root = project.root_path
-    base = dict(init_dir=str(root / f"outputs/{project.profile}/judge_pretrained"))
+    base = dict(init_dir=str(root / f"outputs/{project.profile}/judge_pretrained"), threads=project.solo_threads)
     if project.profile == "flux":
         base["init_dir"] = os.environ.get("ONEREWARD_JUDGE_PATH", "")
     cfg = JudgeConfig.for_profile(project.profile, root, **{**base, **overrides(config)})
@@ -137,7 +137,8 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
 def agreement_config(project: ProjectResource, config=None) -> AgreementConfig:
     root, p = project.root_path, project.profile
     base = dict(judge_dir=str(root / f"outputs/{p}/judge"), pairs_dir=str(project.data_dir / "preferences"),
-                train_dir=str(project.data_dir / "train"), out_dir=str(root / f"outputs/{p}/judge_agreement"))
+                train_dir=str(project.data_dir / "train"), out_dir=str(root / f"outputs/{p}/judge_agreement"),
+                threads=project.solo_threads)
     if p == "smoke":  # a plumbing check: a few dozen held-out pairs cannot validate anything
         base.update(threshold_scale=0.0, threshold_floor=0.55, insufficient="warn")
     return AgreementConfig(**{**base, **(overrides(config) if config is not None else {})})
