@@ -29,7 +29,7 @@ class ProjectResource(dg.ConfigurableResource):
     def solo_threads(self) -> int:
         """torch threads for steps that run ALONE in the graph (candidates, judge, agreement, competitors,
         benchmark): every core, up to 4. Steps that run side by side (base_model with judge_pretrain, the two
-        RL variants) keep one thread each. Measured on 2 cores: judge training 1.41x faster with 2 threads."""
+        RL variants) keep one thread each. Measured on 2 cores (bench/threads.py): a judge training step 1.35x faster with 2 threads."""
         return max(1, min(os.cpu_count() or 1, 4))
 
     def gate_tags(self) -> dict[str, str]:

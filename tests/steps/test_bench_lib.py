@@ -44,3 +44,15 @@ def test_phases_exclusive_time_with_any_clock(lib):
     got = phases.take()
     assert got == {"inner": 2, "added": 1.0, "outer": 5 - 2 - 1.0}
     assert phases.take() == {}
+
+
+def test_threads_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
+    from steps.datasets import DatasetConfig, build_world
+
+    build_world(DatasetConfig(size=32, n_train=8, n_benchmark_per_task=1), tmp_path / "data")
+    spec = importlib.util.spec_from_file_location("threads_bench", Path("bench/threads.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--profile", "smoke", "--train-dir", str(tmp_path / "data/train"), "--reps", "1", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert "with 1 thread vs" in out and out.rstrip().endswith("x**")
