@@ -316,8 +316,8 @@ def test_guard_rule_on_synthetic_numbers():
 
 
 def test_guard_sees_a_rising_training_reward_when_the_heldout_judge_reward_stays_flat():
-    """Measured on tiny: the policy learned to please the judge on its one-step x0 predictions (training reward
-    0.3 -> 0.7) while its full samples got worse and the held-out judge reward stayed flat."""
+    """Measured on tiny: the policy learned to please the judge on its one-step x0 predictions (training rewards
+    ended at 0.67-0.75) while its full samples got worse and the held-out judge reward stayed flat."""
     guard = RewardHackingGuard(margin=0.1, min_rise=0.02, patience=1)
     judge = {"extend/consistency": 0.38, "extend/structure": 0.34}
     base = {"extend/consistency": 0.52, "extend/structure": 0.70}
