@@ -2,7 +2,7 @@
 
 Three kinds of system fill folders of the same layout, one folder per system:
 - classical (`CLASSICAL_TASKS`): OpenCV Telea and Navier-Stokes, scikit-image biharmonic on every task,
-  reflect padding on extend only, and PatchMatch when ``pypatchmatch`` is installed. They ignore prompts.
+  PatchMatch (the ``pypatchmatch`` wheel), reflect padding on extend only. They ignore prompts.
 - model systems: any FluxFill pipeline directory (``base``, ``static``, ``dynamic``, the current
   ``champion``), sampled by `fill_with_pipeline` with a noise seed per condition (the seed and the
   benchmark id), so every model system starts a condition from the same noise: a paired comparison, and
@@ -47,8 +47,8 @@ CLASSICAL_TASKS: dict[str, tuple[str, ...]] = {
 class CompetitorsConfig:
     benchmark: str = field("data/tiny/benchmark", "benchmark split folder (manifest.jsonl) or a manifest path")
     out_dir: str = field("outputs/tiny/competitors/benchmark", "where competitors/<system>/<id>.png go")
-    classical: tuple[str, ...] = field(("telea", "navier_stokes", "biharmonic", "reflect"),
-                                       "classical systems to run (patchmatch needs pypatchmatch)")
+    classical: tuple[str, ...] = field(("telea", "navier_stokes", "biharmonic", "patchmatch", "reflect"),
+                                       "classical systems to run (patchmatch: the pypatchmatch package)")
     models: dict[str, str] = field({}, "model systems: {system name: FluxFill pipeline directory}")
     user_folders: tuple[str, ...] = field((), "user folders of <id>.png to validate and copy in (name = folder name)")
     seed: int = field(0, "noise seed of the model systems (combined with each benchmark id)")
@@ -103,11 +103,11 @@ def condition_seed(seed: int, condition_id: str) -> int:
 
 
 def available_classical() -> dict[str, Any]:
-    """name -> fn(image, mask) for the classical systems that run here (PatchMatch only if installed)."""
+    """name -> fn(image, mask) for the classical systems that run here (PatchMatch only if its library loads)."""
     from steps.baselines import CLASSICAL
 
     systems = dict(CLASSICAL)
-    try:  # pypatchmatch builds a native library on first import; absent or unbuildable -> not offered
+    try:  # pypatchmatch ships libpatchmatch.so; absent or not loadable on this platform -> not offered
         from patchmatch import patch_match
 
         if getattr(patch_match, "patchmatch_available", False):

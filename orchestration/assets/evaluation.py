@@ -39,7 +39,7 @@ def ours(project: ProjectResource) -> str:
 def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResource,
                        mlflow: MlflowResource) -> dg.MaterializeResult:
     """Outputs of every system on every benchmark split: our RL variants, the base, the current registry
-    champion, classical inpainting (Telea, Navier-Stokes, biharmonic, reflect) and user folders
+    champion, classical inpainting (Telea, Navier-Stokes, biharmonic, PatchMatch, reflect) and user folders
     (ONEREWARD_COMPETITORS, validated: missing ids and sizes are reported)."""
     from steps.competitors import CompetitorsConfig, build_competitors
     from steps.registry import download_pipeline

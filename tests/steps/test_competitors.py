@@ -60,6 +60,22 @@ def test_classical_systems_cover_their_tasks(conditions, tmp_path):
         run_classical("nonexistent", conditions, tmp_path)
 
 
+def test_patchmatch_fills_from_the_image_and_keeps_the_rest(conditions, tmp_path):
+    from steps.competitors import CompetitorsConfig as Cfg
+
+    assert "patchmatch" in Cfg().classical
+    outputs = load_outputs(run_classical("patchmatch", conditions, tmp_path), conditions)
+    assert set(outputs) == {c.id for c in conditions}
+    for c in conditions:
+        hole = np.asarray(Image.open(c.mask)) > 127
+        source = read_rgb(c.image)
+        assert np.array_equal(outputs[c.id][~hole], source[~hole])  # kept pixels untouched
+        if c.task == "extend":  # the grey band is replaced by patches from the image
+            assert not (outputs[c.id][hole] == 128).all()
+    again = load_outputs(run_classical("patchmatch", conditions, tmp_path / "again"), conditions)
+    assert all(np.array_equal(outputs[k], again[k]) for k in outputs)  # deterministic
+
+
 def test_user_folder_problems_name_file_and_field(conditions, tmp_path):
     folder = _user_folder(tmp_path, conditions)
     gone = [conditions[0].id, conditions[3].id]
