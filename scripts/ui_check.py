@@ -5,7 +5,7 @@
 Starts `dagster-webserver` on 127.0.0.1 against $DAGSTER_HOME and the current profile, opens the asset
 catalog in Debian's Chromium through Playwright (no browser download: /usr/bin/chromium), checks that
 every asset of the code location shows "Materialized", dismisses the first-visit dialog, and saves
-screenshots of the catalog and of the lineage graph. Exit code 0 when every asset is materialized.
+screenshots of the catalog, of the lineage graph and of each asset group's graph (group_<name>.png). Exit code 0 when every asset is materialized.
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ def rows_materialized(text: str, asset_names: list[str], all_names: list[str] | 
     return shown
 
 
+LOCATION = "orchestration.definitions"  # the code location `-m orchestration.definitions` serves
+GROUPS = ("datasets", "models", "reward_model", "rl", "evaluation")
+
+
 def check_ui(port: int, asset_names: list[str], out: Path, all_names: list[str] | None = None) -> dict[str, bool]:
     """{asset: shown as materialized} read from the rendered catalog; screenshots into ``out``."""
     from playwright.sync_api import sync_playwright
@@ -90,6 +94,10 @@ def check_ui(port: int, asset_names: list[str], out: Path, all_names: list[str] 
         page.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
         page.wait_for_timeout(3000)
         page.screenshot(path=str(out / "lineage.png"))
+        for group in GROUPS:  # each group's graph expanded: the assets, their status and checks
+            page.goto(f"http://127.0.0.1:{port}/locations/{LOCATION}/asset-groups/{group}", wait_until="networkidle")
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(out / f"group_{group}.png"))
         browser.close()
     return shown
 

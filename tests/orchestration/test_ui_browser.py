@@ -38,6 +38,7 @@ def test_ui_shows_materialized_assets(dvc_project, mlflow_uri, tmp_path):
     assert "3/3 assets shown as materialized" in ok.stdout
     assert (tmp_path / "ui" / "catalog.png").stat().st_size > 20_000
     assert (tmp_path / "ui" / "lineage.png").exists()
+    assert (tmp_path / "ui" / "group_datasets.png").stat().st_size > 20_000  # the group's graph, expanded
 
     not_yet = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "ui2"),
                               "--assets", "train_conditions,base_model"], env=env, capture_output=True, text=True,
