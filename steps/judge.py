@@ -113,7 +113,9 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
         if _has_content(sample) and rng.random() < 0.7:
             out = t.copy()
             blurred = _blur(t, sample.target.shape[0] / 12)
-            region = _grow_mask(m, 2)
+            from steps.world import _dilate
+
+            region = _dilate(m, 2)
             out[region] = blurred[region]
             return out.astype(np.uint8)
         return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)
@@ -168,12 +170,6 @@ def _blotches(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(t + 70 * up, 0, 255)
 
 
-def _grow_mask(m: np.ndarray, r: int) -> np.ndarray:
-    from steps.world import _dilate
-
-    return _dilate(m, r)
-
-
 def _has_content(sample) -> bool:
     """Whether the region to generate should hold the requested object or word (fill, prompted extend)."""
     return sample.task == "fill" or (sample.task == "extend" and bool(sample.meta.get("user_prompt")))
@@ -210,20 +206,26 @@ def _outside(sample) -> np.ndarray:
     return out
 
 
+def easy_item(samples, rng: np.random.Generator):
+    """(sample, dimension, winner, loser): a random sample's target vs an `easy_loser` of one of its dimensions."""
+    from steps.world import dimensions_for
+
+    s = samples[int(rng.integers(len(samples)))]
+    dims = dimensions_for(s.task, s.prompt)
+    dim = dims[int(rng.integers(len(dims)))]
+    return s, dim, s.target, easy_loser(s, dim, rng)
+
+
 def easy_pair_batch(samples, rng: np.random.Generator, n: int):
     """``n`` ground-truth comparisons, each in both orders: the target vs an `easy_loser` of one of the task's
     dimensions, asked with the judge's own query. Returns ([firsts, seconds], queries, labels (True = Yes))."""
     import torch
 
     from steps.preferences import judge_query
-    from steps.world import dimensions_for
 
     firsts, seconds, queries = [], [], []
     for _ in range(n):
-        s = samples[int(rng.integers(len(samples)))]
-        dims = dimensions_for(s.task, s.prompt)
-        dim = dims[int(rng.integers(len(dims)))]
-        w, lo = s.target, easy_loser(s, dim, rng)
+        s, dim, w, lo = easy_item(samples, rng)
         q = judge_query(s.task, dim, s.prompt)
         firsts += [w, lo]
         seconds += [lo, w]
@@ -319,10 +321,8 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
                 w, lo = candidate_easy_pair(s, images[path], dim, rng)
                 task, prompt, src = s.task, s.prompt, src_of[s.id]
             elif easy:
-                s = easy_samples[int(rng.integers(len(easy_samples)))]
-                dims = dimensions_for(s.task, s.prompt)
-                dim = dims[int(rng.integers(len(dims)))]
-                w, lo, task, prompt, src = s.target, easy_loser(s, dim, rng), s.task, s.prompt, src_of[s.id]
+                s, dim, w, lo = easy_item(easy_samples, rng)
+                task, prompt, src = s.task, s.prompt, src_of[s.id]
             else:
                 p = train_pairs[int(rng.integers(len(train_pairs)))]
                 w, lo, task, dim, prompt = images[p.winner], images[p.loser], p.task, p.dimension, p.prompt

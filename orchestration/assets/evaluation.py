@@ -89,14 +89,6 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
     return dg.MaterializeResult(metadata=metadata)
 
 
-def judge_gate_overridden(project: ProjectResource) -> str:
-    """'' when the judge passed its agreement gate; otherwise why the fill model may not become champion."""
-    path = project.root_path / f"outputs/{project.profile}/judge_agreement/agreement.json"
-    if json.loads(path.read_text())["passed"]:
-        return ""
-    return f"the judge failed its agreement gate (run went on by override: {project.gate_override or 'none given'})"
-
-
 @dg.asset(key=FILL_REGISTRATION, group_name=EVAL_GROUP, deps=[REPORT])
 def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectResource,
                             mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -107,9 +99,11 @@ def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectR
     report = json.loads((project.root_path / f"outputs/{project.profile}/benchmark_report/benchmark/report.json")
                         .read_text())
     tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-fill")
-    never = judge_gate_overridden(project)
-    if never:
-        tracker.set_tags(run_id, {"judge_gate": "FAILED (overridden)", "gate_override": project.gate_override})
+    gate_tags = project.gate_tags()  # {} when the judge passed its agreement gate
+    never = f"the judge failed its agreement gate (run went on by override: {gate_tags['gate_override']})" \
+        if gate_tags else ""
+    if gate_tags:
+        tracker.set_tags(run_id, gate_tags)
     released = register_fill_model(tracker.tracking_uri, policy_dirs(project)[ours(project)], report["metrics"],
                                    run_id=run_id, profile=project.profile,
                                    artifact_root=project.root_path / "mlflow" / "artifacts", never_champion=never)
