@@ -13,7 +13,8 @@ prompt embeddings are random tensors of T5/CLIP's shapes.
 One timed step is the recipe's (steps.rl_utils.rollout + onereward_loss): Algorithm 1 with LoRA -- the
 reference is the base (adapters disabled) denoising all T steps without grad, the policy denoises to
 t = the middle of [T/2, T-1] without grad then one x0 step with grad, VAE decode, the judge scores policy
-vs reference on the 4 fill dimensions, backward, AdamW. Reported: s/step (median), samples/s, peak
+vs reference on the 4 fill dimensions through `PairJudge` (each image encoded once, as the recipe does),
+backward, AdamW. Reported: s/step (median), samples/s, peak
 memory, FLOPs per step counted by torch.utils.flop_counter (forward + backward, including activation
 recomputation when gradient checkpointing is on), and their utilisation of the dense matmul rate
 measured in the same run at the same dtype. Writes a JSON file and prints a markdown table.
@@ -253,59 +254,44 @@ def build_policy(size: str, device, dtype):
     return pipe
 
 
-class BenchJudge:
-    """`Judge.p_yes` without a tokenizer: the same image path (torch preprocessing, image tokens per
-    merged patch) with fixed-length random text of a realistic query's length."""
+def bench_judge(model, size: str, device):
+    """The recipe's judge path (`steps.rl_utils.PairJudge`: each image encoded once, its features shared
+    by every dimension's row, the reference's without a graph) without a tokenizer: each query is a
+    fixed-length random token sequence of a realistic query's length, behind a 20-token chat prefix."""
+    import hashlib
+    from types import SimpleNamespace
 
-    def __init__(self, model, size: str, device):
-        import torch
+    import torch
 
-        from steps.models.judge_preprocess import ImageGeometry
+    from steps.models.judge_preprocess import ImageGeometry
+    from steps.rl_utils import PairJudge
 
-        q = REAL_QWEN if size == "real" else TINY_QWEN
-        v = q["vision"]
-        factor = v["patch_size"] * v["spatial_merge_size"]
-        self.geometry = (
-            ImageGeometry()
-            if size == "real"
-            else ImageGeometry(
-                patch_size=v["patch_size"],
-                merge_size=v["spatial_merge_size"],
-                min_pixels=factor**2,
-                max_pixels=64 * 64,
-            )
-        )
-        self.model, self.ids, self.device = model, q["ids"], device
-        gen = torch.Generator().manual_seed(0)
-        self.prefix = torch.randint(0, 100, (20,), generator=gen).tolist()
-        self.query = torch.randint(0, 100, (q["query_tokens"],), generator=gen).tolist()
-        self.yes_id, self.no_id = 101, 102
+    q = REAL_QWEN if size == "real" else TINY_QWEN
+    v, ids = q["vision"], q["ids"]
+    factor = v["patch_size"] * v["spatial_merge_size"]
+    geometry = (
+        ImageGeometry()
+        if size == "real"
+        else ImageGeometry(patch_size=v["patch_size"], merge_size=v["spatial_merge_size"],
+                           min_pixels=factor**2, max_pixels=64 * 64)
+    )
+    prefix = torch.randint(0, 100, (20,), generator=torch.Generator().manual_seed(0)).tolist()
 
-    def p_yes(self, first, second, queries, extra_images=None):
-        import torch
+    class BenchPairJudge(PairJudge):
+        def token_ids(self, query: str, per_image: tuple[int, ...]) -> list[int]:
+            key = (query, per_image)
+            if key not in self.token_cache:
+                seed = int(hashlib.md5(query.encode()).hexdigest()[:8], 16)
+                words = torch.randint(0, 100, (q["query_tokens"],), generator=torch.Generator().manual_seed(seed))
+                row = list(prefix)
+                for n in per_image:
+                    row += [ids["vision_start_token_id"]] + [ids["image_token_id"]] * n + [ids["vision_end_token_id"]]
+                self.token_cache[key] = row + words.tolist()
+            return self.token_cache[key]
 
-        from steps.models.judge_preprocess import preprocess
-
-        groups = [first, second] + ([extra_images] if extra_images is not None else [])
-        batch = first.shape[0]
-        pixel_values, grid = preprocess([g[b] for b in range(batch) for g in groups], self.geometry)
-        per_image = int(grid[0].prod()) // self.geometry.merge_size**2
-        row = list(self.prefix)
-        for _ in groups:
-            row += [self.ids["vision_start_token_id"]] + [self.ids["image_token_id"]] * per_image
-            row += [self.ids["vision_end_token_id"]]
-        input_ids = torch.tensor([row + self.query] * batch, device=self.device)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            mm_token_type_ids=(input_ids == self.ids["image_token_id"]).long(),
-            pixel_values=pixel_values.to(self.model.dtype),
-            image_grid_thw=grid.to(self.device),
-            use_cache=False,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1].float()
-        return torch.sigmoid(logits[:, self.yes_id] - logits[:, self.no_id])
+    judge = SimpleNamespace(model=model, geometry=geometry, tokenizer=SimpleNamespace(pad_token_id=0),
+                            image_token_id=ids["image_token_id"], yes_id=101, no_id=102)
+    return BenchPairJudge(judge)
 
 
 def random_conditions(pipe, batch: int, resolution: int, text_tokens: int, device, dtype):
@@ -369,16 +355,17 @@ def run(args) -> dict:
     dtype = getattr(torch, args.dtype)
     t_build = time.perf_counter()
     pipe = build_policy(args.size, device, dtype)
-    judge = BenchJudge(materialise(judge_factory(args.size), device, dtype, seed=3), args.size, device)
-    judge.model.requires_grad_(False)
+    judge = bench_judge(materialise(judge_factory(args.size), device, dtype, seed=3), args.size, device)
+    judge_model = judge.judge.model
+    judge_model.requires_grad_(False)
     pipe.vae.requires_grad_(False)
     transformer = pipe.transformer
     add_lora(transformer, args.lora_rank)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
         pipe.vae.enable_gradient_checkpointing()
-        judge.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        judge.model.train()  # transformers checkpoints only in train mode; Qwen has no dropout
+        judge_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        judge_model.train()  # transformers checkpoints only in train mode; Qwen has no dropout
     params = trainable(transformer)
     optimizer = torch.optim.AdamW(params.values(), lr=1e-5)
     text_tokens = (REAL_QWEN if args.size == "real" else TINY_QWEN)["text_tokens"]
@@ -447,7 +434,7 @@ def run(args) -> dict:
             "transformer": sum(p.numel() for p in transformer.parameters()),
             "trainable": sum(p.numel() for p in params.values()),
             "vae": sum(p.numel() for p in pipe.vae.parameters()),
-            "judge": sum(p.numel() for p in judge.model.parameters()),
+            "judge": sum(p.numel() for p in judge_model.parameters()),
         },
         "build_seconds": build_seconds,
         "step_seconds": times,

@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     from steps.runtime import setup
 
     setup(threads=1)
-    samples = load_samples(args.train_dir)[:200]
+    samples = load_samples(args.train_dir, limit=200)
     judge = Judge.build(spec_for(args.profile), seed=0)
     judge.train()
     opt = torch.optim.AdamW(judge.parameters(), lr=1e-4)

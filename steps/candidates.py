@@ -69,7 +69,7 @@ def generate_candidates(cfg: CandidatesConfig) -> dict[str, Any]:
 
     setup(threads=cfg.threads)
     pipe = load_fill_pipeline(cfg.base_dir)
-    samples = load_samples(cfg.train_dir)[: cfg.n_conditions]
+    samples = load_samples(cfg.train_dir, limit=cfg.n_conditions)
     rng = np.random.default_rng(cfg.seed)
     sets: dict[str, dict[str, Any]] = {s.id: {"condition_id": s.id, "task": s.task, "prompt": s.prompt,
                                               "candidates": [], "sampling": []} for s in samples}

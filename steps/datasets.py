@@ -175,8 +175,11 @@ def preview(split_dir: str | os.PathLike, out_png: str | os.PathLike, per_task: 
     return save_image(grid, out_png)
 
 
-def load_samples(split_dir: str | os.PathLike, limit_per_task: int | None = None) -> list:
-    """A built split as `steps.world.Sample` objects (ground truth included) for training and scoring."""
+def load_samples(split_dir: str | os.PathLike, limit_per_task: int | None = None, limit: int | None = None) -> list:
+    """A built split as `steps.world.Sample` objects (ground truth included) for training and scoring.
+
+    The whole manifest is validated; images are read only for the kept conditions (the first
+    ``limit_per_task`` of each task, then the first ``limit`` in manifest order)."""
     from steps.io import read_mask, read_rgb
     from steps.manifest import read_manifest
     from steps.world import Sample
@@ -189,6 +192,8 @@ def load_samples(split_dir: str | os.PathLike, limit_per_task: int | None = None
                 kept.append(c)
                 seen[c.task] = seen.get(c.task, 0) + 1
         conds = kept
+    if limit is not None:
+        conds = conds[:limit]
     samples = []
     for c in conds:
         image = read_rgb(c.image)

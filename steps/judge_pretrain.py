@@ -162,7 +162,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
-    samples = load_samples(cfg.train_dir)[: cfg.n_samples]
+    samples = load_samples(cfg.train_dir, limit=cfg.n_samples)
     n_eval = max(2, len(samples) // 10)
     train_bank, eval_bank = build_bank(samples[n_eval:], rng), build_bank(samples[:n_eval], rng)
     judge = Judge.build(spec_for(cfg.profile), seed=cfg.seed)

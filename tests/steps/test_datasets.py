@@ -38,6 +38,24 @@ def test_world_splits_are_deterministic_and_complete(tmp_path):
     assert not train_ids & {c.id for c in bench}, "benchmark must be held out"
 
 
+def test_load_samples_limits_read_only_the_kept_conditions(tmp_path, monkeypatch):
+    import numpy as np
+
+    import steps.io
+
+    build_world(CFG, tmp_path)
+    full = datasets.load_samples(tmp_path / "train")
+    reads = []
+    real_read = steps.io.read_rgb
+    monkeypatch.setattr(steps.io, "read_rgb", lambda p: reads.append(p) or real_read(p))
+    first = datasets.load_samples(tmp_path / "train", limit=3)
+    assert [s.id for s in first] == [s.id for s in full[:3]]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(first, full))
+    assert len(reads) <= 3 * 3, "images of conditions past the limit must not be read"
+    per_task = datasets.load_samples(tmp_path / "train", limit_per_task=2, limit=3)
+    assert len(per_task) == 3 and len({s.task for s in per_task}) >= 2
+
+
 def test_seed_changes_data(tmp_path):
     build_world(CFG, tmp_path / "a")
     build_world(DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2, seed=1), tmp_path / "b")
