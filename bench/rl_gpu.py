@@ -231,16 +231,11 @@ def build_policy(size: str, device, dtype):
     """A FluxFillPipeline with random-weight transformer and VAE on ``device`` (no text encoders)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline
 
+    from steps.models.policy import FLUX_FILL_SCHEDULER
+
     transformer = materialise(transformer_factory(size), device, dtype, seed=1)
     vae = materialise(vae_factory(size), device, dtype, seed=2)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_FILL_SCHEDULER)
     pipe = FluxFillPipeline(
         scheduler=scheduler,
         vae=vae,

@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from steps.config import field
+
+# The FLUX.1-Fill-dev scheduler config (resolution-dependent shift), shared by every built pipeline.
+FLUX_FILL_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                           max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
 from steps.io import atomic_dir
 
 FLUX_PATH_ENV = "ONEREWARD_FLUX_PATH"
@@ -204,16 +208,7 @@ def build_tiny_fill_pipeline(spec: PolicySpec, seed: int = 0):
         decoder_start_token_id=tokenizer_2.pad_token_id,
     )
     text_encoder_2 = T5EncoderModel(t5_config)
-    # The FLUX.1-Fill-dev scheduler config (resolution-dependent shift).
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_FILL_SCHEDULER)
     pipe = FluxFillPipeline(
         scheduler=scheduler,
         vae=vae,
