@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from steps.config import field
+from steps.io import atomic_dir
 
 # The FLUX.1-Fill-dev scheduler config (resolution-dependent shift), shared by every built pipeline.
 FLUX_FILL_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
                            max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
-from steps.io import atomic_dir
 
 FLUX_PATH_ENV = "ONEREWARD_FLUX_PATH"
 TRANSFORMER_PATH_ENV = "ONEREWARD_TRANSFORMER_PATH"  # optional replacement transformer for the flux base
