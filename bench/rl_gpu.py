@@ -10,7 +10,7 @@ parameters on the meta device, then materialised directly on the target device w
 (nothing touches host memory, nothing is downloaded). Text encoders are not needed for the step: the
 prompt embeddings are random tensors of T5/CLIP's shapes.
 
-One timed step is the recipe's (steps.rl_utils.rollout + onereward_loss): Algorithm 1 with LoRA -- the
+One timed step is the recipe's (steps.rl_utils.rollout + steps.rl_reward.onereward_loss): Algorithm 1 with LoRA -- the
 reference is the base (adapters disabled) denoising all T steps without grad, the policy denoises to
 t = the middle of [T/2, T-1] without grad then one x0 step with grad, VAE decode, the judge scores policy
 vs reference on the 4 fill dimensions through `PairJudge` (each image encoded once, as the recipe does),
@@ -250,7 +250,7 @@ def build_policy(size: str, device, dtype):
 
 
 def bench_judge(model, size: str, device):
-    """The recipe's judge path (`steps.rl_utils.PairJudge`: each image encoded once, its features shared
+    """The recipe's judge path (`steps.rl_reward.PairJudge`: each image encoded once, its features shared
     by every dimension's row, the reference's without a graph) without a tokenizer: each query is a
     fixed-length random token sequence of a realistic query's length, behind a 20-token chat prefix."""
     import hashlib
@@ -259,7 +259,7 @@ def bench_judge(model, size: str, device):
     import torch
 
     from steps.models.judge_preprocess import ImageGeometry
-    from steps.rl_utils import PairJudge
+    from steps.rl_reward import PairJudge
 
     q = REAL_QWEN if size == "real" else TINY_QWEN
     v, ids = q["vision"], q["ids"]
@@ -342,7 +342,8 @@ def run(args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from steps.rl_utils import adapters_disabled, add_lora, onereward_loss, rollout, trainable
+    from steps.rl_reward import onereward_loss
+    from steps.rl_utils import adapters_disabled, add_lora, rollout, trainable
     from steps.runtime import setup
 
     setup(threads=args.threads)

@@ -192,7 +192,8 @@ def run(args) -> dict:
 
     from steps.datasets import load_samples
     from steps.rl import OneRewardRecipe, RewardHackingError, RLConfig
-    from steps.rl_utils import ConditionBank, PairJudge, save_sample_grid
+    from steps.rl_reward import PairJudge
+    from steps.rl_utils import ConditionBank, save_sample_grid
     from steps.tracking import Tracker
 
     work = Path(tempfile.mkdtemp(prefix="bench_rl_step_"))

@@ -6,7 +6,7 @@
 1. Judge scoring, the agreement table's code path (`steps.judge_eval.pair_correctness`: every pair judged
    in both orders, no grad) on the first ``--pairs`` held-out preference pairs, at batch 1, 8 and 64 (its
    default), interleaved repetitions. Then the RL-shaped question -- ONE image pair asked every dimension
-   of its task (fill: 4 queries) -- row by row through `Judge.p_yes` vs `steps.rl_utils.PairJudge`.
+   of its task (fill: 4 queries) -- row by row through `Judge.p_yes` vs `steps.rl_reward.PairJudge`.
 2. Candidate generation, `steps.candidates.generate_candidates` itself (PNG files written to a temporary
    folder): the asset's settings (batch 64, randomised steps / guidance / strength) with a breakdown of
    where the time goes, then a batch-size sweep with the sampling fixed (8 steps, guidance 30, strength 1)
@@ -54,7 +54,7 @@ def judge_scoring(args) -> dict:
     from steps.judge_eval import load_preference_data, pair_correctness
     from steps.models.judge import Judge
     from steps.preferences import judge_query
-    from steps.rl_utils import PairJudge
+    from steps.rl_reward import PairJudge
     from steps.world import dimensions_for
 
     t = time.perf_counter()

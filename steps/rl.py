@@ -117,7 +117,7 @@ class RLConfig:
     lora_alpha: float = field(0.0, "LoRA alpha (0 = rank)")
     cache_conditions: bool = field(True, "encode the train split's conditions once (off: per batch)")
     judge_share_images: bool = field(True, "judge each image once for all its queries, tokenised queries "
-                                           "cached (rl_utils.PairJudge; off: every row encoded on its own)")
+                                           "cached (rl_reward.PairJudge; off: every row encoded on its own)")
 
     def __post_init__(self):
         checks = {
@@ -200,7 +200,8 @@ class OneRewardRecipe:
         from accelerate.state import AcceleratorState, GradientState
 
         from steps.datasets import load_samples
-        from steps.rl_utils import ConditionBank, RewardHackingGuard, latest_checkpoint
+        from steps.rl_guard import RewardHackingGuard
+        from steps.rl_utils import ConditionBank, latest_checkpoint
         from steps.runtime import setup
 
         cfg = self.cfg
@@ -239,7 +240,8 @@ class OneRewardRecipe:
 
         from steps.models.judge import Judge
         from steps.models.policy import freeze_for_rl, load_fill_pipeline
-        from steps.rl_utils import CheckpointWriter, EmaWeights, ModuleCall, PairJudge, add_lora, trainable
+        from steps.rl_reward import PairJudge
+        from steps.rl_utils import CheckpointWriter, EmaWeights, ModuleCall, add_lora, trainable
 
         cfg, acc = self.cfg, self.accelerator
         dtype = getattr(torch, cfg.dtype)
@@ -318,15 +320,8 @@ class OneRewardRecipe:
         return self.save_final()
 
     def train_step(self, step: int) -> dict[str, float]:
-        from steps.rl_utils import (
-            draw_step,
-            judge_source,
-            onereward_loss,
-            paste_back,
-            pixels,
-            rollout,
-            stats_to_metrics,
-        )
+        from steps.rl_reward import onereward_loss, stats_to_metrics
+        from steps.rl_utils import draw_step, judge_source, paste_back, pixels, rollout
 
         cfg, acc = self.cfg, self.accelerator
         t0 = time.perf_counter()
@@ -385,7 +380,7 @@ class OneRewardRecipe:
 
     def heldout_scores(self, outputs: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
         """(judge reward vs the base per "<task>/<dimension>", held-out signals per "<task>/<name>")."""
-        from steps.rl_utils import heldout_scores
+        from steps.rl_guard import heldout_scores
 
         return heldout_scores(self.scorer, outputs, self.guard_base, self.heldout.samples,
                               self.cfg.guard_signal, self.cfg.lam, self.accelerator.device,

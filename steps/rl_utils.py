@@ -3,16 +3,12 @@
 - `draw_step`: every random choice of one training step derived from (seed, step, rank), so a resumed
   run repeats an uninterrupted one exactly and DDP ranks draw different batches of the same task;
 - `ConditionBank`: a split's conditions grouped by task, encoded once (`encode_conditions`) and cached;
-- `rollout` + `onereward_loss`: DESIGN §4 steps 2-4 (reference image, one-step policy x0 with grad,
-  J_e = relu(lambda - P(Yes | policy, reference, q(task, e, prompt))), minimised);
-- `PairJudge`: the judge asked every dimension of the same image pairs with each image encoded once and
-  the tokenised queries cached (same rewards as `Judge.p_yes` row by row; ~2x faster judge in the step,
-  docs/BENCHMARKS.md);
+- `rollout`: DESIGN §4 steps 2-3 (reference image, one-step policy x0 with grad); the reward and loss
+  of step 4 are in steps/rl_reward.py;
 - `EmaWeights`: EMA of the trainable parameters (the released weights; Algorithm 2's reference);
 - LoRA on the transformer's attention projections, the adapter-disabled reference, merging;
-- checkpoints: one folder per step, written atomically, safetensors + `weights_only` loads;
-- `RewardHackingGuard`: the rule that stops training when the judge and held-out signals diverge
-  (steps.rl raises `RewardHackingError` with its message).
+- checkpoints: one folder per step, written atomically, safetensors + `weights_only` loads.
+The reward-hacking guard is steps/rl_guard.py.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,135 +159,6 @@ def paste_back(images: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -
     return mask * images + (1 - mask) * source.to(images.dtype)
 
 
-class PairJudge:
-    """The judge asked several queries about the same image pairs, without repeating work per query.
-
-    `Judge.p_yes` on the rows of `onereward_loss` (one row per sample and dimension: up to 4 rows per
-    pair) preprocesses and encodes every row's images with the vision tower again, back-propagates
-    through the vision tower for the detached reference images too, and renders the chat template and
-    tokenises every row's text on every call. Here each distinct image is preprocessed and encoded ONCE
-    (with grad only where the images carry grad), its features are handed to the language model for every
-    row that shows it (`mm_encoder_outputs`), and the token ids of each (query, image token counts) are
-    cached for the run. Same inputs to the language model as `Judge.encode_images` (tested); p_yes agrees
-    with `Judge.p_yes` to float rounding.
-    """
-
-    def __init__(self, judge, max_cached: int = 65536):
-        self.judge = judge
-        self.max_cached = max_cached
-        self.token_cache: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-
-    def token_ids(self, query: str, per_image: tuple[int, ...]) -> list[int]:
-        """Token ids of one row's chat text, ``per_image[k]`` <|image_pad|> tokens for image k (cached)."""
-        key = (query, per_image)
-        ids = self.token_cache.get(key)
-        if ids is None:
-            pad = "<|image_pad|>"
-            parts = self.judge.prompt(query, len(per_image)).split(pad)
-            if len(parts) != len(per_image) + 1:
-                raise ValueError(f"chat text has {len(parts) - 1} image slots for {len(per_image)} images")
-            text = parts[0] + "".join(pad * n + part for n, part in zip(per_image, parts[1:]))
-            ids = list(self.judge.tokenizer(text, add_special_tokens=False)["input_ids"])
-            if len(self.token_cache) < self.max_cached:
-                self.token_cache[key] = ids
-        return ids
-
-    def encode_text(self, queries: list[str], per_image: list[tuple[int, ...]]):
-        """(input_ids, attention_mask), LEFT padded with the tokenizer's pad id, as `Judge.encode_images`."""
-        rows = [self.token_ids(q, n) for q, n in zip(queries, per_image)]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), int(self.judge.tokenizer.pad_token_id), dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-                attention_mask[i, width - len(r):] = 1
-        return input_ids, attention_mask
-
-    def image_features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(per-image vision features, grid_thw) of Bx3xHxW float images; no graph when they carry no grad."""
-        from steps.models.judge_preprocess import preprocess
-
-        model = self.judge.model
-        grad = torch.is_grad_enabled() and images.requires_grad
-        with torch.set_grad_enabled(grad):
-            pixel_values, grid_thw = preprocess(images.to(model.device), self.judge.geometry)
-            out = model.get_image_features(pixel_values.to(model.dtype), grid_thw, return_dict=True)
-        return list(out.pooler_output), grid_thw
-
-    def margin(self, groups: list[torch.Tensor], rows: torch.Tensor, queries: list[str]) -> torch.Tensor:
-        """logit_Yes - logit_No for row r = (groups[0][rows[r]], groups[1][rows[r]], ...) asked queries[r]."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        judge, model = self.judge, self.judge.model
-        if len(queries) != len(rows):
-            raise ValueError(f"{len(rows)} rows for {len(queries)} queries")
-        encoded = [self.image_features(g) for g in groups]
-        rows_list = [int(r) for r in rows]
-        features, grids, per_image = [], [], []
-        for r in rows_list:  # row-major: the order the placeholders appear in the text
-            counts = []
-            for feats, grid in encoded:
-                features.append(feats[r])
-                grids.append(grid[r])
-                counts.append(int(feats[r].shape[0]))
-            per_image.append(tuple(counts))
-        input_ids, attention_mask = self.encode_text(queries, per_image)
-        input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
-        out = model(input_ids=input_ids, attention_mask=attention_mask,
-                    mm_token_type_ids=(input_ids == judge.image_token_id).long(),
-                    image_grid_thw=torch.stack(grids),
-                    mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(features))},
-                    use_cache=False, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
-        return logits[:, judge.yes_id] - logits[:, judge.no_id]
-
-    def p_yes(self, first_images: torch.Tensor, second_images: torch.Tensor, rows: torch.Tensor,
-              queries: list[str], extra_images: torch.Tensor | None = None) -> torch.Tensor:
-        """P(Yes) of rows (first[rows[r]], second[rows[r]][, extra[rows[r]]]) asked queries[r]."""
-        groups = [first_images, second_images] + ([extra_images] if extra_images is not None else [])
-        return torch.sigmoid(self.margin(groups, rows, queries))
-
-
-def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.Tensor, task: str,
-                   prompts: list[str], lam: float, source_images: torch.Tensor | None = None):
-    """Mean over samples of the mean over the sample's dimensions of J_e = relu(lam - P(Yes)).
-
-    Each sample is judged on ``dimensions_for(task, prompt)`` (extend without a user prompt has no
-    text_alignment), all pairs in one judge batch. ``judge``: a `Judge` (every row encoded on its own) or
-    a `PairJudge` (each image encoded once, tokenised queries cached; same result). Returns (loss, stats)
-    with stats a (len(DIMENSIONS[task]), 3) tensor of [sum P(Yes), sum J, count] per dimension (summable
-    over ranks).
-    """
-    from steps.preferences import judge_query
-    from steps.world import DIMENSIONS, dimensions_for
-
-    dims = DIMENSIONS[task]
-    rows, dim_index, queries = [], [], []
-    for i, prompt in enumerate(prompts):
-        for e in dimensions_for(task, prompt):
-            rows.append(i)
-            dim_index.append(dims.index(e))
-            queries.append(judge_query(task, e, prompt))
-    device = policy_images.device
-    rows_t = torch.tensor(rows, device=device)
-    if isinstance(judge, PairJudge):
-        p_yes = judge.p_yes(policy_images, reference_images, rows_t, queries, source_images).float()
-    else:
-        extra = source_images[rows_t] if source_images is not None else None
-        p_yes = judge.p_yes(policy_images[rows_t], reference_images[rows_t], queries, extra).float()
-    j = torch.relu(lam - p_yes)
-    counts = torch.bincount(rows_t, minlength=len(prompts)).float()
-    per_sample = torch.zeros(len(prompts), device=device).index_add(0, rows_t, j) / counts
-    loss = per_sample.mean()
-    stats = torch.zeros(len(dims), 3, device=device)
-    dim_t = torch.tensor(dim_index, device=device)
-    stats[:, 0].index_add_(0, dim_t, p_yes.detach())
-    stats[:, 1].index_add_(0, dim_t, j.detach())
-    stats[:, 2].index_add_(0, dim_t, torch.ones_like(p_yes))
-    return loss, stats
-
-
 class ModuleCall:
     """The policy as `denoise` calls it: the (possibly DDP/FSDP-wrapped) module plus the model's config."""
 
@@ -300,18 +167,6 @@ class ModuleCall:
 
     def __call__(self, *args, **kwargs):
         return self.module(*args, **kwargs)
-
-
-def stats_to_metrics(task: str, stats: torch.Tensor) -> dict[str, float]:
-    """``reward/<task>/<dimension>`` and ``loss/<task>/<dimension>`` from summed stats."""
-    from steps.world import DIMENSIONS
-
-    out = {}
-    for e, (p, j, n) in zip(DIMENSIONS[task], stats.tolist()):
-        if n > 0:
-            out[f"reward/{task}/{e}"] = p / n
-            out[f"loss/{task}/{e}"] = j / n
-    return out
 
 
 # ---------------------------------------------------------------- EMA and LoRA
@@ -511,126 +366,3 @@ def summarise(history: list[dict[str, Any]], window_fraction: float = 0.2) -> di
     return {"steps_done": history[-1]["step"] if history else 0,
             "final_rewards": {k: float(np.mean(v)) for k, v in sorted(final.items())},
             "step_seconds_median": float(np.median(seconds)), "train_seconds": float(np.sum(seconds))}
-
-
-# ---------------------------------------------------------------- reward-hacking guard
-
-
-@dataclass
-class RewardHackingGuard:
-    """Stop when the judge says "better" while the held-out truth says "worse".
-
-    Rule (documented in steps/rl.py): the first evaluation (the base model, before any update) is the
-    baseline. At a later evaluation a task is flagged when its judge reward (mean P(Yes) of policy vs
-    base over its dimensions) exceeds the baseline by more than ``min_rise`` AND some held-out signal of
-    that task ("<task>/<name>", in [0, 1], higher = better) is below its baseline by more than
-    ``margin``. ``patience`` consecutive flagged evaluations stop training.
-    """
-
-    margin: float
-    min_rise: float = 0.0
-    patience: int = 1
-    history: list[dict[str, Any]] = field(default_factory=list)
-    strikes: int = 0
-
-    @staticmethod
-    def task_means(judge: dict[str, float]) -> dict[str, float]:
-        by_task: dict[str, list[float]] = {}
-        for key, value in judge.items():
-            by_task.setdefault(key.split("/")[0], []).append(value)
-        return {t: float(np.mean(v)) for t, v in by_task.items()}
-
-    def update(self, step: int, judge: dict[str, float], heldout: dict[str, float],
-               train_rise: dict[str, tuple[float, float]] | None = None) -> str | None:
-        """Record one evaluation; returns the stop message when the rule fires, else None.
-
-        ``train_rise``: per task, (first, latest) mean TRAINING reward over a window of steps -- the reward
-        RL actually optimises (one-step x0 predictions). A rise there counts like a rise of the held-out
-        judge reward: the policy can learn to please the judge on its x0 predictions while its full samples
-        get worse, which the held-out judge reward alone does not show."""
-        self.history.append({"step": step, "judge": dict(judge), "heldout": dict(heldout),
-                             "train_reward": {t: list(v) for t, v in (train_rise or {}).items()}})
-        if len(self.history) == 1:
-            return None
-        base = self.history[0]
-        judge_now, judge_base = self.task_means(judge), self.task_means(base["judge"])
-        found = []
-        for key, value in heldout.items():
-            task = key.split("/")[0]
-            if key not in base["heldout"] or task not in judge_now or task not in judge_base:
-                continue
-            drop = base["heldout"][key] - value
-            rises = [(judge_now[task] - judge_base[task], "held-out judge reward", judge_base[task], judge_now[task])]
-            if train_rise and task in train_rise:
-                first, latest = train_rise[task]
-                rises.append((latest - first, "training reward", first, latest))
-            rise, what, before, now = max(rises)
-            if rise > self.min_rise and drop > self.margin:
-                found.append(f"{task}: {what} {before:.3f} -> {now:.3f} while "
-                             f"held-out {key} {base['heldout'][key]:.3f} -> {value:.3f}")
-        self.strikes = self.strikes + 1 if found else 0
-        self.history[-1]["flags"] = found
-        if found and self.strikes >= self.patience:
-            return (f"reward hacking suspected at step {step} ({self.strikes} evaluation(s) in a row): "
-                    + "; ".join(found) + f" (margin {self.margin}, baseline = step {base['step']}). Training "
-                    "stopped; lower lr, raise ema_tau or retrain the judge (guard_every=0 turns this off).")
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "strikes": self.strikes}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history, self.strikes = list(state["history"]), int(state["strikes"])
-
-
-def heldout_scores(judge, outputs: dict[str, torch.Tensor], base_outputs: dict[str, torch.Tensor],
-                   samples: dict[str, list], signal: str, lam: float, device,
-                   autocast: Callable = contextlib.nullcontext) -> tuple[dict[str, float], dict[str, float]]:
-    """(judge reward of outputs vs the base's per "<task>/<dimension>", held-out signals per "<task>/<name>").
-
-    ``signal``: "world" (`world_signals`) or "kept_region" (`kept_region_signals`).
-    """
-    scorer = world_signals if signal == "world" else kept_region_signals
-    judge_scores, heldout = {}, {}
-    for task, images in outputs.items():
-        with torch.no_grad(), autocast():
-            _, stats = onereward_loss(judge, images.to(device), base_outputs[task].to(device), task,
-                                      [s.prompt for s in samples[task]], lam)
-        rewards = stats_to_metrics(task, stats.cpu())
-        judge_scores.update({k[len("reward/"):]: v for k, v in rewards.items() if k.startswith("reward/")})
-        heldout.update(scorer(images.permute(0, 2, 3, 1).numpy(), samples[task]))
-    return judge_scores, heldout
-
-
-def world_signals(outputs: np.ndarray, samples: list) -> dict[str, float]:
-    """Mean simulated-annotator score per "<task>/<dimension>" (smoke / tiny: the world knows the truth)."""
-    from steps.world import score
-
-    acc: dict[str, list[float]] = {}
-    for out, s in zip(outputs, samples):
-        for dim, v in score(out, s).items():
-            acc.setdefault(f"{s.task}/{dim}", []).append(v)
-    return {k: float(np.mean(v)) for k, v in sorted(acc.items())}
-
-
-def kept_region_signals(outputs: np.ndarray, samples: list) -> dict[str, float]:
-    """Fidelity of the kept region (mask == 0) to the source: "<task>/kept_ssim" in [0, 1] and
-    "<task>/kept_psnr" in dB (``flux``: no ground truth, but what must not change is known)."""
-    from skimage.metrics import structural_similarity
-
-    acc: dict[str, list[tuple[float, float]]] = {}
-    for out, s in zip(outputs, samples):
-        keep = s.mask <= 127
-        if not keep.any():
-            continue
-        cand, src = np.asarray(out, np.float64), s.image.astype(np.float64) / 255.0
-        mse = float(((cand - src) ** 2)[keep].mean())
-        psnr = 10 * np.log10(1.0 / max(mse, 1e-10))
-        _, ssim_map = structural_similarity(cand.mean(-1), src.mean(-1), data_range=1.0, full=True,
-                                            win_size=min(7, (min(keep.shape) // 2) * 2 - 1))
-        acc.setdefault(s.task, []).append((psnr, float(np.clip(ssim_map[keep].mean(), 0, 1))))
-    out: dict[str, float] = {}
-    for task, values in sorted(acc.items()):
-        out[f"{task}/kept_ssim"] = float(np.mean([v[1] for v in values]))
-        out[f"{task}/kept_psnr"] = float(np.mean([v[0] for v in values]))
-    return out

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from steps.rl import OneRewardRecipe, RewardHackingError, RLConfig, main, train
-from steps.rl_utils import RewardHackingGuard, draw_step, latest_checkpoint, rollout
+from steps.rl_guard import RewardHackingGuard
+from steps.rl_utils import draw_step, latest_checkpoint, rollout
 
 REPO = Path(__file__).resolve().parents[2]
 FILL_ONLY = dict(fill_prob=1.0, extend_prob=0.0, removal_prob=0.0)
@@ -116,7 +117,7 @@ def test_gradients_flow_only_through_the_last_step(smoke, tmp_path):
     # reference: 4 steps without grad (frozen base copy, not hooked); policy: 3 without grad, the 4th with.
     assert calls == [False, False, False, True]
     assert policy_images.requires_grad and not reference_images.requires_grad
-    from steps.rl_utils import onereward_loss
+    from steps.rl_reward import onereward_loss
 
     loss, _ = onereward_loss(
         recipe.judge, policy_images, reference_images, "fill", [s.prompt for s in samples], lam=0.8
@@ -140,7 +141,7 @@ def test_pair_judge_matches_the_judge_row_by_row(smoke, show_source):
     gradients to the policy pixels, and the language model's token ids."""
     from steps.models.judge import Judge
     from steps.preferences import judge_query
-    from steps.rl_utils import PairJudge, onereward_loss
+    from steps.rl_reward import PairJudge, onereward_loss
 
     judge = Judge.load(smoke / "judge").freeze()
     pair = PairJudge(judge)
