@@ -2,7 +2,7 @@
 
 MLflow runs this file when the model loads; ``set_model`` at the bottom names the model object.
 
-Request: a pandas DataFrame, one row per fill request (`steps.registry.FILL_INPUT_COLUMNS`):
+Request: a pandas DataFrame, one row per fill request (`steps.serving.FILL_INPUT_COLUMNS`):
 - ``image``:  str, base64 of a PNG (RGB; other modes are converted)
 - ``mask``:   str, base64 of a PNG of the same size (single channel; > 127 = region to generate)
 - ``prompt``: str, what to generate (may be empty for extend and removal)
@@ -32,7 +32,7 @@ class FillModel(PythonModel):
     # The DataFrame hint only tells MLflow not to validate by type hints: the logged signature does.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from steps.competitors import fill_with_pipeline
-        from steps.registry import decode_fill_requests, encode_png
+        from steps.serving import decode_fill_requests, encode_png
 
         p = {**self.defaults, **(params or {})}
         images, masks, prompts = decode_fill_requests(model_input)

@@ -44,7 +44,7 @@ def read_request(image_path: str, mask_path: str, task: str, prompt: str) -> dic
     """A fill request row from files; `InputError` names the file and what is wrong."""
     from PIL import Image, UnidentifiedImageError
 
-    from steps.registry import fill_request
+    from steps.serving import fill_request
 
     arrays = {}
     for name, path, mode in (("image", image_path, "RGB"), ("mask", mask_path, "L")):
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from steps.io import atomic_write_bytes
-    from steps.registry import ModelNotFoundError, decode_png, load_model
+    from steps.registry import ModelNotFoundError, load_model
+    from steps.serving import decode_png
     from steps.tracking import default_tracking_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()

@@ -1,6 +1,6 @@
 """The registered judge as an MLflow pyfunc, logged as "models from code" by `steps.registry`.
 
-Request: a pandas DataFrame, one row per comparison (`steps.registry.JUDGE_INPUT_COLUMNS`):
+Request: a pandas DataFrame, one row per comparison (`steps.serving.JUDGE_INPUT_COLUMNS`):
 ``first_image`` and ``second_image`` (str, base64 PNGs of the same size) and ``query`` (str, e.g.
 `steps.preferences.judge_query(task, dimension, prompt)`).
 Response: a DataFrame with one column ``p_yes`` (float): P("Yes", the first image is better), normalised
@@ -28,7 +28,7 @@ class JudgeModel(PythonModel):
         import numpy as np
         import torch
 
-        from steps.registry import decode_judge_requests
+        from steps.serving import decode_judge_requests
 
         firsts, seconds, queries = decode_judge_requests(model_input)
         p_yes = np.zeros(len(queries))

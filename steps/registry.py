@@ -9,10 +9,7 @@
 - `load_model` loads ``models:/<name>@<alias>`` (or any model URI) with clear errors for an unknown
   model or alias; ``mlflow.pyfunc.load_model`` on the same URI gives the same model.
 
-Request format of the fill pyfunc (a pandas DataFrame, one row per request): ``image`` and ``mask`` are
-base64-encoded PNG strings (strings survive JSON, REST serving and the signature's type checks; raw PNG
-bytes are accepted too when calling in-process), ``prompt`` and ``task`` are strings; the response has one
-column ``image`` (base64 PNG). `fill_request` builds a row from arrays.
+The request format of both pyfuncs is steps/serving.py; the gates are steps/gates.py.
 
 Everything goes through ``MlflowClient(tracking_uri)``; run ids are explicit (no active run is used or
 left behind), and a new experiment's artifacts go under ``artifact_root`` (default: ``artifacts/`` beside
@@ -21,144 +18,35 @@ a sqlite database).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from steps.gates import GateConfig, Verdict, agreement_gate, promotion_gate
+from steps.serving import fill_signature, judge_signature
 
 FILL_MODEL_NAME = "onereward-fill"
 JUDGE_MODEL_NAME = "onereward-judge"
 CHALLENGER, CHAMPION = "challenger", "champion"
-FILL_INPUT_COLUMNS = ("image", "mask", "prompt", "task")
-JUDGE_INPUT_COLUMNS = ("first_image", "second_image", "query")
 STEPS_DIR = Path(__file__).resolve().parent
 FILL_PYFUNC_FILE = STEPS_DIR / "fill_pyfunc.py"
 JUDGE_PYFUNC_FILE = STEPS_DIR / "judge_pyfunc.py"
 # What the pyfunc imports at serving time; pinned to the versions it was logged with.
 PIP_PACKAGES = ("mlflow", "torch", "diffusers", "transformers", "tokenizers", "safetensors", "numpy", "pandas",
                 "pillow", "scikit-image", "opencv-python-headless", "pyyaml", "tqdm")
-TAG_VALUE_LIMIT = 5000
 
 
 class ModelNotFoundError(LookupError):
     """A model URI that names no registered model, version or alias."""
 
 
-# ---------------------------------------------------------------- request codec
-
-
-def encode_png(array: np.ndarray) -> str:
-    """uint8 HxW or HxWx3 array -> base64 PNG string."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def decode_png(value: str | bytes, mode: str = "RGB") -> np.ndarray:
-    """base64 PNG string (or raw PNG bytes) -> uint8 array in ``mode`` (RGB: HxWx3, L: HxW)."""
-    from PIL import Image
-
-    data = value if isinstance(value, (bytes, bytearray)) else base64.b64decode(value, validate=True)
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert(mode))
-
-
-def fill_request(image: np.ndarray, mask: np.ndarray, prompt: str, task: str) -> dict[str, str]:
-    """One request row for the fill pyfunc from a uint8 image and mask."""
-    return {"image": encode_png(image), "mask": encode_png(mask), "prompt": prompt, "task": task}
-
-
-def _rows(model_input, columns: tuple[str, ...]):
-    import pandas as pd
-
-    df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"request is missing column(s) {missing}; expected columns {list(columns)}")
-    return df
-
-
-def _decode(value, mode: str, row: int, name: str) -> np.ndarray:
-    try:
-        return decode_png(value, mode)
-    except Exception as e:
-        raise ValueError(f"row {row}: field {name!r}: expected a base64-encoded PNG ({type(e).__name__}: {e})") from e
-
-
-def decode_fill_requests(model_input) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Validated (images, 0/255 masks, normalised prompts); errors name the row and field."""
-    from steps.manifest import TASKS, normalise_prompt
-
-    df = _rows(model_input, FILL_INPUT_COLUMNS)
-    images, masks, prompts = [], [], []
-    for i, row in enumerate(df.itertuples(index=False)):
-        task = row.task
-        if task not in TASKS:
-            raise ValueError(f"row {i}: field 'task': unknown task {task!r}; expected one of {list(TASKS)}")
-        image = _decode(row.image, "RGB", i, "image")
-        mask = _decode(row.mask, "L", i, "mask")
-        if mask.shape != image.shape[:2]:
-            raise ValueError(f"row {i}: field 'mask': size {mask.shape[1]}x{mask.shape[0]} differs from the image "
-                             f"size {image.shape[1]}x{image.shape[0]}")
-        mask = np.where(mask > 127, 255, 0).astype(np.uint8)
-        if not mask.any():
-            raise ValueError(f"row {i}: field 'mask': empty mask (no pixel > 127): nothing to generate")
-        prompt = row.prompt
-        prompt = normalise_prompt(task, prompt if isinstance(prompt, str) else "")
-        if task == "fill" and not prompt:
-            raise ValueError(f"row {i}: field 'prompt': fill needs a prompt naming what to generate")
-        images.append(image)
-        masks.append(mask)
-        prompts.append(prompt)
-    return images, masks, prompts
-
-
-def decode_judge_requests(model_input) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    df = _rows(model_input, JUDGE_INPUT_COLUMNS)
-    firsts, seconds, queries = [], [], []
-    for i, row in enumerate(df.itertuples(index=False)):
-        first = _decode(row.first_image, "RGB", i, "first_image")
-        second = _decode(row.second_image, "RGB", i, "second_image")
-        if first.shape != second.shape:
-            raise ValueError(f"row {i}: field 'second_image': size {second.shape[1]}x{second.shape[0]} differs "
-                             f"from first_image {first.shape[1]}x{first.shape[0]}")
-        firsts.append(first)
-        seconds.append(second)
-        queries.append(str(row.query))
-    return firsts, seconds, queries
-
-
-# ---------------------------------------------------------------- signatures and requirements
-
-
-def fill_signature(num_steps: int = 8, guidance: float = 30.0, seed: int = 0):
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    return ModelSignature(
-        inputs=Schema([ColSpec("string", c) for c in FILL_INPUT_COLUMNS]),
-        outputs=Schema([ColSpec("string", "image")]),
-        params=ParamSchema([ParamSpec("num_steps", "long", num_steps), ParamSpec("guidance", "double", guidance),
-                            ParamSpec("seed", "long", seed)]))
-
-
-def judge_signature():
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    return ModelSignature(inputs=Schema([ColSpec("string", c) for c in JUDGE_INPUT_COLUMNS]),
-                          outputs=Schema([ColSpec("double", "p_yes")]))
+# ---------------------------------------------------------------- requirements
 
 
 def pip_requirements() -> list[str]:
@@ -172,99 +60,6 @@ def pip_requirements() -> list[str]:
         except PackageNotFoundError:
             reqs.append(name)
     return reqs
-
-
-# ---------------------------------------------------------------- the promotion gate
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Promotion gate for ``onereward-fill`` over benchmark metrics (``gsb/<rater>/<system>/...``)."""
-
-    min_net_win: float = 0.0
-    """net win = mean over task x dimension of (good - bad); it must EXCEED this against champion and base"""
-    max_drop: float = 0.10
-    """no task x dimension may have good - bad below -max_drop against the champion"""
-    champion_system: str = "champion"
-    """benchmark system name of the current champion's outputs"""
-    base_system: str = "base"
-    """benchmark system name of the base model's outputs"""
-    raters: tuple[str, ...] = ("judge", "annotators")
-    """raters consulted when the benchmark has them; the judge is required, annotators exist only with ground truth"""
-
-
-@dataclass
-class Verdict:
-    passed: bool
-    reasons: list[str]
-    net_wins: dict[str, float] = field(default_factory=dict)  # "<rater>/<system>" -> net win
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": list(self.reasons), "net_wins": dict(self.net_wins)}
-
-    def tags(self) -> dict[str, str]:
-        tags = {"gate.passed": str(self.passed).lower(), "gate.reasons": "\n".join(self.reasons)[:TAG_VALUE_LIMIT]}
-        tags.update({f"gate.net_win.{k.replace('/', '.')}": f"{v:+.4f}" for k, v in self.net_wins.items()})
-        return tags
-
-
-def promotion_gate(metrics: dict[str, float] | None, champion_version: str | None,
-                   gate: GateConfig = GateConfig()) -> Verdict:
-    """Pass when, for every rater present, the net win against the base (and the current champion, if any)
-    exceeds ``min_net_win`` and no task x dimension is worse than the champion by more than ``max_drop``."""
-    from steps.benchmark import gsb_cells, net_win
-
-    if not metrics:
-        return Verdict(False, ["no benchmark results: nothing to judge the new version by"])
-    raters = [r for r in gate.raters if any(k.startswith(f"gsb/{r}/") for k in metrics)]
-    reasons: list[str] = []
-    ok = True
-    if "judge" not in raters:
-        return Verdict(False, ["the benchmark has no judge ratings (gsb/judge/...)"])
-    if "annotators" in gate.raters and "annotators" not in raters:
-        reasons.append("no simulated-annotator ratings (no ground truth in this benchmark): judge only")
-    opponents = [gate.base_system]
-    if champion_version is None:
-        reasons.append("no current champion: compared with the base only")
-    else:
-        opponents.append(gate.champion_system)
-    net_wins: dict[str, float] = {}
-    for rater in raters:
-        for system in opponents:
-            who = f"the current champion (version {champion_version})" if system == gate.champion_system else system
-            net = net_win(metrics, rater, system)
-            if net is None:
-                ok = False
-                reasons.append(f"FAIL {rater}: no results against {who} (benchmark system {system!r})")
-                continue
-            net_wins[f"{rater}/{system}"] = net
-            passed = net > gate.min_net_win
-            ok &= passed
-            reasons.append(f"{'ok' if passed else 'FAIL'} {rater}: net win against {who} {net:+.3f} "
-                           f"({'>' if passed else '<='} {gate.min_net_win:+.3f})")
-            if system != gate.champion_system:
-                continue
-            for (task, dim), cell in sorted(gsb_cells(metrics, rater, system).items()):
-                cell_net = cell.get("good", 0.0) - cell.get("bad", 0.0)
-                if cell_net < -gate.max_drop:
-                    ok = False
-                    reasons.append(f"FAIL {rater}: {task}/{dim} worse than the champion: good - bad = "
-                                   f"{cell_net:+.3f} < {-gate.max_drop:+.3f}")
-    reasons.append("promote to champion" if ok else "keep the current champion" if champion_version else
-                   "no champion yet")
-    return Verdict(ok, reasons, net_wins)
-
-
-def agreement_gate(agreement: dict[str, float] | None, min_agreement: float) -> Verdict:
-    """Judge promotion: every ``agreement/<task>/<dimension>`` (held-out accuracy) >= ``min_agreement``."""
-    values = {k: v for k, v in (agreement or {}).items() if k.startswith("agreement/")}
-    if not values:
-        return Verdict(False, ["no agreement metrics (agreement/<task>/<dimension>)"])
-    low = {k: v for k, v in values.items() if v < min_agreement}
-    reasons = [f"FAIL {k} = {v:.3f} < {min_agreement:.3f}" for k, v in sorted(low.items())]
-    if not low:
-        reasons.append(f"ok every agreement >= {min_agreement:.3f} (lowest {min(values.values()):.3f})")
-    return Verdict(not low, reasons, {})
 
 
 # ---------------------------------------------------------------- MLflow plumbing

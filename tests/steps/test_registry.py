@@ -8,25 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from steps.gates import GateConfig, promotion_gate
 from steps.registry import (
     CHALLENGER,
     CHAMPION,
     FILL_MODEL_NAME,
-    GateConfig,
     ModelNotFoundError,
     alias_version,
     client_for,
-    decode_fill_requests,
-    decode_png,
     download_pipeline,
-    encode_png,
-    fill_request,
     load_model,
-    promotion_gate,
     register_fill_model,
     register_judge_model,
     use_tracking_uri,
 )
+from steps.serving import decode_fill_requests, decode_png, encode_png, fill_request
 from steps.world import DIMENSIONS
 
 SIZE = 32
