@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.gates import GateConfig, promotion_gate
 from steps.registry import (
     CHALLENGER,
     CHAMPION,
@@ -22,37 +21,9 @@ from steps.registry import (
     register_judge_model,
     use_tracking_uri,
 )
-from steps.serving import decode_fill_requests, decode_png, encode_png, fill_request
-from steps.world import DIMENSIONS
-
-SIZE = 32
-
-
-def gsb(rater: str, system: str, good: float, bad: float, worse: tuple[str, str] | None = None) -> dict[str, float]:
-    """Benchmark metrics with the same good/bad in every task x dimension (``worse``: one cell all bad)."""
-    m = {}
-    for task, dims in DIMENSIONS.items():
-        for dim in dims:
-            g, b = (0.0, 1.0) if (task, dim) == worse else (good, bad)
-            m.update({f"gsb/{rater}/{system}/{task}/{dim}/good": g, f"gsb/{rater}/{system}/{task}/{dim}/bad": b,
-                      f"gsb/{rater}/{system}/{task}/{dim}/same": 1.0 - g - b})
-    return m
-
-
-def passing(worse=None) -> dict[str, float]:
-    m = {}
-    for rater in ("judge", "annotators"):
-        m.update(gsb(rater, "base", 0.6, 0.1))
-        m.update(gsb(rater, "champion", 0.4, 0.2, worse if rater == "annotators" else None))
-    return m
-
-
-def request_image():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[8:24, 8:24] = 255
-    return image, mask
+from steps.serving import decode_png, encode_png, fill_request
+from tests.steps.test_gates import passing
+from tests.steps.test_serving import SIZE, request_image
 
 
 @pytest.fixture(scope="module")
@@ -69,55 +40,6 @@ def pipeline_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registered(mlflow_uri, pipeline_dir):
     return register_fill_model(mlflow_uri, pipeline_dir, None, profile="smoke", num_steps=2)
-
-
-# ---------------------------------------------------------------- the gate on constructed numbers
-
-
-def test_gate_passes_only_when_better_than_champion_and_base():
-    verdict = promotion_gate(passing(), champion_version="3")
-    assert verdict.passed, verdict.reasons
-    assert verdict.net_wins["judge/base"] == pytest.approx(0.5)
-    assert verdict.net_wins["annotators/champion"] == pytest.approx(0.2)
-    assert any("version 3" in r for r in verdict.reasons)
-
-    worse = promotion_gate(passing(worse=("fill", "structure")), champion_version="3")
-    assert not worse.passed
-    assert any(r.startswith("FAIL annotators: fill/structure worse than the champion") for r in worse.reasons)
-
-    m = passing()
-    m.update(gsb("judge", "champion", 0.1, 0.1))
-    assert not promotion_gate(m, "3").passed  # a tie is not a win
-
-    no_champion_outputs = {k: v for k, v in passing().items() if "/champion/" not in k}
-    v = promotion_gate(no_champion_outputs, champion_version="3")
-    assert not v.passed and any("no results against the current champion" in r for r in v.reasons)
-    first = promotion_gate(no_champion_outputs, champion_version=None)
-    assert first.passed and any("compared with the base only" in r for r in first.reasons)
-
-
-def test_gate_without_annotators_or_results():
-    judge_only = {k: v for k, v in passing().items() if k.startswith("gsb/judge/")}
-    v = promotion_gate(judge_only, "1")
-    assert v.passed and any("judge only" in r for r in v.reasons)
-    assert not promotion_gate(None, "1").passed
-    assert not promotion_gate({k: v for k, v in passing().items() if "annotators" in k}, None).passed
-    assert not promotion_gate(passing(), "1", GateConfig(min_net_win=0.3)).passed
-
-
-def test_request_codec_errors_name_row_and_field():
-    image, mask = request_image()
-    ok = fill_request(image, mask, "a red circle", "fill")
-    images, masks, prompts = decode_fill_requests(pd.DataFrame([ok, {**ok, "task": "removal", "prompt": ""}]))
-    assert np.array_equal(images[0], image) and prompts == ["a red circle", "remove"]
-    with pytest.raises(ValueError, match="row 1: field 'task': unknown task 'paint'"):
-        decode_fill_requests(pd.DataFrame([ok, {**ok, "task": "paint"}]))
-    with pytest.raises(ValueError, match="row 0: field 'mask': size 16x16 differs"):
-        decode_fill_requests(pd.DataFrame([{**ok, "mask": encode_png(np.zeros((16, 16), np.uint8))}]))
-    with pytest.raises(ValueError, match="field 'image': expected a base64-encoded PNG"):
-        decode_fill_requests(pd.DataFrame([{**ok, "image": "not base64!"}]))
-    with pytest.raises(ValueError, match="missing column"):
-        decode_fill_requests(pd.DataFrame([{"image": ok["image"]}]))
 
 
 # ---------------------------------------------------------------- MLflow

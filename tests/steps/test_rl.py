@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from steps.rl import OneRewardRecipe, RewardHackingError, RLConfig, main, train
-from steps.rl_guard import RewardHackingGuard
 from steps.rl_utils import draw_step, latest_checkpoint, rollout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,44 +289,6 @@ def test_lora_static_reference_is_the_adapter_disabled_base(smoke, tmp_path):
         not any("lora" in k for k in released)
         and released.keys() == transformer_weights(smoke / "base").keys()
     )
-
-
-def test_guard_rule_on_synthetic_numbers():
-    guard = RewardHackingGuard(margin=0.1, min_rise=0.02, patience=2)
-    judge = {"fill/consistency": 0.5, "fill/structure": 0.5, "removal/removal_quality": 0.5}
-    heldout = {"fill/consistency": 0.8, "fill/structure": 0.6, "removal/removal_quality": 0.7}
-    assert guard.update(0, judge, heldout) is None  # baseline
-    # judge up, held-out up: fine
-    assert guard.update(10, {k: 0.7 for k in judge}, {k: v + 0.05 for k, v in heldout.items()}) is None
-    # held-out falls but the judge did not rise: a bad step, not reward hacking
-    assert guard.update(20, judge, {k: v - 0.3 for k, v in heldout.items()}) is None
-    # judge rises while fill/consistency falls by 0.2 > margin: flagged once (patience 2) ...
-    hacked = {**heldout, "fill/consistency": 0.6}
-    assert guard.update(30, {k: 0.7 for k in judge}, hacked) is None and guard.strikes == 1
-    # ... a recovered evaluation resets the count ...
-    assert guard.update(40, {k: 0.7 for k in judge}, heldout) is None and guard.strikes == 0
-    assert guard.update(50, {k: 0.7 for k in judge}, hacked) is None
-    # ... and a second flagged evaluation in a row stops, naming the task and the signal.
-    message = guard.update(60, {**judge, "fill/consistency": 0.9, "fill/structure": 0.9}, hacked)
-    assert message and "fill/consistency" in message and "removal" not in message
-    state = guard.state_dict()
-    again = RewardHackingGuard(margin=0.1, min_rise=0.02, patience=2)
-    again.load_state_dict(json.loads(json.dumps(state)))
-    assert again.history == guard.history and again.strikes == 2
-
-
-def test_guard_sees_a_rising_training_reward_when_the_heldout_judge_reward_stays_flat():
-    """Measured on tiny: the policy learned to please the judge on its one-step x0 predictions (training rewards
-    ended at 0.67-0.75) while its full samples got worse and the held-out judge reward stayed flat."""
-    guard = RewardHackingGuard(margin=0.1, min_rise=0.02, patience=1)
-    judge = {"extend/consistency": 0.38, "extend/structure": 0.34}
-    base = {"extend/consistency": 0.52, "extend/structure": 0.70}
-    assert guard.update(0, judge, base) is None
-    fallen = {"extend/consistency": 0.28, "extend/structure": 0.66}
-    assert guard.update(50, judge, fallen, {"extend": (0.35, 0.36)}) is None  # nothing rose: not hacking
-    message = guard.update(100, judge, fallen, {"extend": (0.35, 0.70)})
-    assert message and "extend: training reward 0.350 -> 0.700" in message and "extend/consistency" in message
-    assert guard.history[-1]["train_reward"] == {"extend": [0.35, 0.70]}
 
 
 def test_guard_stops_training_with_a_clear_error(smoke, tmp_path):
