@@ -27,7 +27,11 @@ full samples are scored by signals it never optimises -- the world's per-dimensi
 or the kept region's SSIM to the source (flux) -- and by the judge against the base model's samples.
 The first evaluation (the base, step 0) is the baseline; a task is flagged when its judge reward rose
 by more than guard_min_rise while one of its held-out signals fell by more than guard_margin; after
-guard_patience flagged evaluations in a row training stops with `RewardHackingError`.
+guard_patience flagged evaluations in a row training stops with `RewardHackingError`. The evaluation with
+the highest mean held-out signal is tracked (`guard/best_step` in MLflow, ``best_heldout`` in the summary)
+and its policy + EMA weights are kept outside the rotation in ``out_dir/<reference>_best/step_<n>/``: when
+the guard stops a run, that is the checkpoint to look at (`python bench/checkpoint_samples.py --checkpoint
+...`). The released model is still the EMA of the last step.
 
 Scale-out: `accelerate launch` (DDP: tested on CPU through torchrun + gloo, which is what accelerate's
 multi-CPU mode uses; `accelerate launch --cpu` starts one process only). FSDP (per-rank sharded
@@ -190,6 +194,7 @@ class OneRewardRecipe:
         out = Path(cfg.out_dir)
         self.model_dir = out / cfg.reference
         self.ckpt_root = out / f"{cfg.reference}_checkpoints"
+        self.best_root = out / f"{cfg.reference}_best"
         self.report_dir = out / f"{cfg.reference}_report"
 
     # ------------------------------------------------------------------ setup
@@ -280,6 +285,9 @@ class OneRewardRecipe:
         self.sharded = acc.distributed_type == DistributedType.FSDP
         self.writer = CheckpointWriter(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
                                        keep=cfg.keep_checkpoints, sharded=self.sharded)
+        # the weights of the best held-out evaluation, outside the rotation (one folder, replaced on a new best)
+        self.best_writer = CheckpointWriter(self.best_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+                                            keep=1, sharded=self.sharded)
 
     @contextlib.contextmanager
     def reference(self):
@@ -407,13 +415,29 @@ class OneRewardRecipe:
             self.log({**{f"guard/judge/{k}": v for k, v in judge.items()},
                       **{f"guard/{kind}/{k}": v for k, v in heldout.items()}}, step)
         guarded = {k: v for k, v in heldout.items() if not k.endswith("_psnr")}  # signals in [0, 1] only
+        if self.guard.track_best(step, guarded) and step:
+            self.best_writer.save(step, {"policy": {n: p.detach() for n, p in self.params.items()},
+                                         "ema": self.ema.shadow}, {}, {"step": step, "best": self.guard.best})
+        if self.is_main:
+            self.log({"guard/heldout_mean": float(sum(guarded.values()) / max(1, len(guarded))),
+                      "guard/best_step": float(self.guard.best.get("step", 0))}, step)
         message = self.guard.update(step, judge, guarded, self.training_reward_rise())
         if message:
+            message += self.best_note()
             self.guard.history[-1]["stopped"] = message
             if self.is_main:
                 self.log({"guard/tripped": 1.0}, step)
                 self.write_summary(status="stopped_by_guard", error=message)
             raise RewardHackingError(message)
+
+    def best_note(self) -> str:
+        from steps.rl_utils import checkpoint_dir
+
+        best = self.guard.best
+        if not best or not best["step"]:
+            return " The base (step 0) had the best held-out signal: no RL step improved on it."
+        return (f" The best held-out evaluation was step {best['step']} (mean signal {best['score']:.3f}); its "
+                f"weights are kept in {checkpoint_dir(self.best_root, best['step'])}.")
 
     # ------------------------------------------------------------------ checkpoints and outputs
     def save_checkpoint(self, step: int) -> Path:
@@ -497,7 +521,17 @@ class OneRewardRecipe:
         atomic_write_json(self.report_dir / "summary.json", {
             "status": status, "model_dir": str(self.model_dir), "reference": self.cfg.reference,
             "released_weights": released, **summarise(self.history), "guard": self.guard.state_dict(),
-            "world_size": self.accelerator.num_processes, "config": self.cfg.params(), **extra})
+            "world_size": self.accelerator.num_processes, "config": self.cfg.params(),
+            "best_heldout": self.best_heldout(), **extra})
+
+    def best_heldout(self) -> dict[str, Any]:
+        """The guard's best evaluation: step, mean held-out signal, and the folder with its weights (if any)."""
+        from steps.rl_utils import checkpoint_dir
+
+        best = dict(self.guard.best)
+        if best.get("step"):
+            best["dir"] = str(checkpoint_dir(self.best_root, best["step"]))
+        return best
 
 
 def check_judge(cfg: RLConfig) -> None:

@@ -1,7 +1,8 @@
 """The reward-hacking guard of the RL recipe: stop when the judge says "better" and held-out truth says "worse".
 
 - `RewardHackingGuard`: the rule (baseline = the base model at step 0; a task is flagged when its judge or
-  training reward rose while a held-out signal fell beyond a margin; `patience` flags in a row stop);
+  training reward rose while a held-out signal fell beyond a margin; `patience` flags in a row stop), and
+  the best evaluation so far (highest mean held-out signal), whose weights the recipe keeps;
 - `heldout_scores`: the judge reward of held-out samples against the base's, and their held-out signals:
   `world_signals` (smoke / tiny: the world's per-dimension truth) or `kept_region_signals` (flux: the
   kept region's fidelity to the source).
@@ -37,6 +38,19 @@ class RewardHackingGuard:
     patience: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
     strikes: int = 0
+    best: dict[str, Any] = field(default_factory=dict)  # {"step", "score"} of the best held-out evaluation
+
+    def track_best(self, step: int, heldout: dict[str, float]) -> bool:
+        """Record the evaluation with the highest mean held-out signal; True when ``step`` is the new best.
+
+        The base (step 0) takes part: if nothing beats it, the best step stays 0 -- RL did not help."""
+        if not heldout:
+            return False
+        score = float(np.mean(list(heldout.values())))
+        if self.best and score <= self.best["score"]:
+            return False
+        self.best = {"step": step, "score": score}
+        return True
 
     @staticmethod
     def task_means(judge: dict[str, float]) -> dict[str, float]:
@@ -82,10 +96,11 @@ class RewardHackingGuard:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "strikes": self.strikes}
+        return {"history": self.history, "strikes": self.strikes, "best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history, self.strikes = list(state["history"]), int(state["strikes"])
+        self.best = dict(state.get("best", {}))
 
 
 def heldout_scores(judge, outputs: dict[str, torch.Tensor], base_outputs: dict[str, torch.Tensor],

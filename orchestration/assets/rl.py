@@ -102,6 +102,9 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         tracker.end_run(run_id)
         found = {f"{variant}_path": dg.MetadataValue.path(out), f"{variant}_mlflow_run_id": run_id,
                  f"{variant}_sha256": dir_digest(out), f"{variant}_summary": dg.MetadataValue.json(summary)}
+        best = summary.get("best_heldout") or {}
+        if "step" in best:  # the guard's best held-out evaluation (0: no RL step beat the base)
+            found[f"{variant}_best_heldout_step"] = int(best["step"])
         grids = sorted((project.root_path / f"outputs/{project.profile}/policy/{variant}_report").glob("*.png"))
         if grids:
             found[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))

@@ -310,7 +310,40 @@ def test_guard_stops_training_with_a_clear_error(smoke, tmp_path):
         recipe.train()
     summary = json.loads((tmp_path / "static_report/summary.json").read_text())
     assert summary["status"] == "stopped_by_guard" and "step 2" in summary["error"]
+    assert "The base (step 0) had the best held-out signal" in summary["error"]
+    assert summary["best_heldout"]["step"] == 0 and not (tmp_path / "static_best").exists()
     assert not (tmp_path / "static").exists()  # nothing released
+
+
+def test_the_best_heldout_step_keeps_its_weights(smoke, tmp_path):
+    """The held-out truth peaks at step 4 of 8 (then the judge rises as it falls): the stop message points at
+    step 4's folder, which holds exactly the policy weights the recipe had at step 4."""
+    from safetensors.torch import load_file
+
+    recipe = OneRewardRecipe(config(smoke, tmp_path, steps=8, guard_every=2, guard_patience=1, guard_margin=0.1,
+                                    sample_every=0, checkpoint_every=4, keep_checkpoints=5, lr=1e-3))
+    real_scores = OneRewardRecipe.heldout_scores
+    truth = [0.60, 0.65, 0.70, 0.65, 0.45]  # steps 0, 2, 4, 6, 8
+
+    def peaking(self, outputs):
+        judge, heldout = real_scores(self, outputs)
+        k = len(self.guard.history)
+        return {key: 0.5 + 0.1 * k for key in judge}, {key: truth[k] for key in heldout}
+
+    recipe.heldout_scores = peaking.__get__(recipe)
+    recipe.setup()
+    with pytest.raises(RewardHackingError, match="best held-out evaluation was step 4"):
+        recipe.train()
+    summary = json.loads((tmp_path / "static_report/summary.json").read_text())
+    assert summary["best_heldout"]["step"] == 4 and summary["best_heldout"]["score"] == pytest.approx(0.70)
+    best = Path(summary["best_heldout"]["dir"])
+    assert best == tmp_path / "static_best" / "step_0000004" and [p.name for p in best.parent.iterdir()] == [best.name]
+    kept = load_file(str(best / "policy.safetensors"))
+    at_step_4 = load_file(str(tmp_path / "static_checkpoints" / "step_0000004" / "policy.safetensors"))
+    assert kept.keys() == at_step_4.keys() and all(torch.equal(kept[k], at_step_4[k]) for k in kept)
+    final = load_file(str(tmp_path / "static_checkpoints" / "step_0000008" / "policy.safetensors")) \
+        if (tmp_path / "static_checkpoints" / "step_0000008").exists() else None
+    assert final is None or any(not torch.equal(kept[k], final[k]) for k in kept)
 
 
 def test_two_processes_keep_identical_parameters(smoke, tmp_path):

@@ -43,3 +43,18 @@ def test_guard_sees_a_rising_training_reward_when_the_heldout_judge_reward_stays
     message = guard.update(100, judge, fallen, {"extend": (0.35, 0.70)})
     assert message and "extend: training reward 0.350 -> 0.700" in message and "extend/consistency" in message
     assert guard.history[-1]["train_reward"] == {"extend": [0.35, 0.70]}
+
+
+def test_guard_tracks_the_best_heldout_evaluation_and_restores_it():
+    guard = RewardHackingGuard(margin=0.1)
+    assert guard.track_best(0, {"fill/consistency": 0.6, "removal/removal_quality": 0.8})  # the base
+    assert not guard.track_best(10, {"fill/consistency": 0.5, "removal/removal_quality": 0.8})
+    assert guard.track_best(20, {"fill/consistency": 0.7, "removal/removal_quality": 0.8})
+    assert not guard.track_best(30, {"fill/consistency": 0.7, "removal/removal_quality": 0.8})  # a tie is not better
+    assert not guard.track_best(40, {})
+    assert guard.best == {"step": 20, "score": 0.75}
+    again = RewardHackingGuard(margin=0.1)
+    again.load_state_dict(json.loads(json.dumps(guard.state_dict())))
+    assert again.best == guard.best
+    again.load_state_dict({"history": [], "strikes": 0})  # a checkpoint written before best was tracked
+    assert again.best == {}
