@@ -20,6 +20,7 @@ Writes ``--work``/report.json and prints a table. The labels are SIMULATED.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -56,14 +57,20 @@ def enlarged_candidates(args, base_pipe, ckpt_pipe, samples: dict, work: Path) -
     lines = [json.loads(line) for line in (src / "candidates.jsonl").read_text().splitlines() if line.strip()]
     chosen = [rec for rec in lines if rec["task"] in args.tasks]
     picked = [samples[rec["condition_id"]] for rec in chosen]
-    extra: dict[str, list[str]] = {rec["condition_id"]: [] for rec in chosen}
+    extra: dict[str, list[tuple[str, dict]]] = {rec["condition_id"]: [] for rec in chosen}
+    # a tag per refresh round (the checkpoint): names and seeds differ from an earlier round's additions
+    tag = hashlib.md5(str(Path(args.checkpoint).resolve()).encode()).hexdigest()[:8]
     for who, pipe in (("base", base_pipe), ("policy", ckpt_pipe)):
         for k in range(args.per_set):
-            images = sample(pipe, picked, 1000 + 17 * k + (500 if who == "policy" else 0), args.num_steps)
+            seed = int(tag, 16) % 100_000 + 17 * k + (500_000 if who == "policy" else 0)
+            images = sample(pipe, picked, seed, args.num_steps)
             for rec, image in zip(chosen, images):
-                name = f"images/{rec['condition_id']}-{who}{k}.png"
+                name = f"images/{rec['condition_id']}-{who}{k}-{tag}.png"
+                if name in rec["candidates"] or (out / name).exists():
+                    raise FileExistsError(f"{out / name}: this checkpoint's samples were added already")
                 Image.fromarray(image).save(out / name)
-                extra[rec["condition_id"]].append(name)
+                extra[rec["condition_id"]].append((name, {"source": who, "checkpoint": args.checkpoint}
+                                                   if who == "policy" else {"source": who}))
     with open(out / "candidates.jsonl", "w") as f:
         for rec in lines:
             for path in rec["candidates"]:
@@ -71,8 +78,8 @@ def enlarged_candidates(args, base_pipe, ckpt_pipe, samples: dict, work: Path) -
                 if not dst.exists():
                     os.link(src / path, dst)
             added = extra.get(rec["condition_id"], [])
-            rec = {**rec, "candidates": rec["candidates"] + added,
-                   "sampling": rec.get("sampling", []) + [{"source": n.split("-")[-1][:-4]} for n in added]}
+            rec = {**rec, "candidates": rec["candidates"] + [n for n, _ in added],
+                   "sampling": rec.get("sampling", []) + [how for _, how in added]}
             f.write(json.dumps(rec) + "\n")
     return out
 

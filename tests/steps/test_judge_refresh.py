@@ -53,3 +53,17 @@ def test_refresh_enlarges_the_chosen_sets_relabels_and_retrains(tmp_path):
     prefs = report["judges"]["old"]["p_checkpoint_better"]
     assert set(prefs) == {"removal/removal_quality"} and 0.0 <= prefs["removal/removal_quality"] <= 1.0
     assert json.loads((work / "report.json").read_text())["truth_gain"].keys() == {"removal/removal_quality"}
+
+    # a second round on the first round's sets (another checkpoint): new names, the earlier additions kept
+    (tmp_path / "ckpt2").mkdir()
+    (tmp_path / "ckpt2" / "policy.safetensors").write_bytes((tmp_path / "ckpt" / "policy.safetensors").read_bytes())
+    module.main(["--checkpoint", str(tmp_path / "ckpt2"), "--base-dir", str(tmp_path / "base"),
+                 "--judge-dir", str(work / "judge"), "--candidates", str(work / "candidates"),
+                 "--train-dir", str(tmp_path / "data/train"), "--benchmark", str(tmp_path / "data/benchmark"),
+                 "--tasks", "removal", "--per-set", "1", "--num-steps", "2", "--steps", "3",
+                 "--profile", "smoke", "--work", str(tmp_path / "work2")])
+    again = [json.loads(x) for x in (tmp_path / "work2/candidates/candidates.jsonl").read_text().splitlines()]
+    for a, b in zip(new, again):
+        added = 2 if a["task"] == "removal" else 0
+        assert b["candidates"][: len(a["candidates"])] == a["candidates"] and len(b["candidates"]) == len(a["candidates"]) + added
+        assert len(set(b["candidates"])) == len(b["candidates"])
