@@ -55,6 +55,22 @@ def load_weights(transformer, files: list[Path], lora_alpha: float) -> int:
     return rank
 
 
+def sample(pipe, samples: list, seed: int, num_steps: int, guidance: float = 30.0, chunk: int = 32) -> np.ndarray:
+    """Full samples (uint8 NxHxWx3) of ``pipe`` on ``samples``, ``chunk`` at a time; chunk i is seeded seed + i."""
+    import torch
+
+    from steps.models.denoise import generate
+
+    out = []
+    for i in range(0, len(samples), chunk):
+        part = samples[i:i + chunk]
+        images = generate(pipe, np.stack([s.image for s in part]), np.stack([s.mask for s in part]),
+                          [s.prompt for s in part], num_steps=num_steps, guidance=guidance,
+                          generator=torch.Generator().manual_seed(seed + i))
+        out.append(images.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().numpy())
+    return np.concatenate(out)
+
+
 def compare(base_out: np.ndarray, ckpt_out: np.ndarray, samples: list, tie_margin: float) -> dict:
     from steps.world import score
 
@@ -123,10 +139,8 @@ def main(argv=None) -> dict:
                         help="grid path; one file per task (<stem>_<task>.png) and <stem>.json")
     args = parser.parse_args(argv)
 
-    import torch
 
     from steps.datasets import load_samples
-    from steps.models.denoise import generate
     from steps.models.policy import load_fill_pipeline
     from steps.runtime import setup
 
@@ -137,11 +151,8 @@ def main(argv=None) -> dict:
     pipe = load_fill_pipeline(args.base_dir)
     by_task = {t: [s for s in samples if s.task == t][: args.n] for t in args.tasks}
 
-    def run(task_samples):
-        images = generate(pipe, np.stack([s.image for s in task_samples]), np.stack([s.mask for s in task_samples]),
-                          [s.prompt for s in task_samples], num_steps=args.num_steps, guidance=args.guidance,
-                          generator=torch.Generator().manual_seed(args.seed))
-        return images.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().numpy()
+    def run(task_samples):  # one batch per task: every output from the same seed's noise
+        return sample(pipe, task_samples, args.seed, args.num_steps, args.guidance, chunk=len(task_samples))
 
     base = {t: run(s) for t, s in by_task.items() if s}
     rank = load_weights(pipe.transformer, files, args.lora_alpha)

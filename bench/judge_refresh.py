@@ -32,22 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def sample(pipe, samples, seed: int, num_steps: int) -> np.ndarray:
-    import torch
-
-    from steps.models.denoise import generate
-
-    out = []
-    for i in range(0, len(samples), 32):
-        chunk = samples[i:i + 32]
-        images = generate(pipe, np.stack([s.image for s in chunk]), np.stack([s.mask for s in chunk]),
-                          [s.prompt for s in chunk], num_steps=num_steps,
-                          generator=torch.Generator().manual_seed(seed + i))
-        out.append(images.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().numpy())
-    return np.concatenate(out)
-
-
-def enlarged_candidates(args, base_pipe, ckpt_pipe, samples: dict, work: Path) -> Path:
+def enlarged_candidates(args, base_pipe, ckpt_pipe, samples: dict, work: Path, sample) -> Path:
     """A candidates folder: the original sets, plus base and checkpoint samples in the sets of ``--tasks``."""
     from PIL import Image
 
@@ -132,7 +117,6 @@ def main(argv=None) -> dict:
     from steps.models.judge import Judge
     from steps.models.policy import load_fill_pipeline
     from steps.runtime import setup
-    from steps.world import score
 
     spec = importlib.util.spec_from_file_location("checkpoint_samples", Path(__file__).with_name("checkpoint_samples.py"))
     ckpt_tools = importlib.util.module_from_spec(spec)
@@ -146,7 +130,7 @@ def main(argv=None) -> dict:
     base_pipe, ckpt_pipe = load_fill_pipeline(args.base_dir), load_fill_pipeline(args.base_dir)
     ckpt_tools.load_weights(ckpt_pipe.transformer, files, 0.0)
     samples = {s.id: s for s in load_samples(args.train_dir)}
-    candidates = enlarged_candidates(args, base_pipe, ckpt_pipe, samples, work)
+    candidates = enlarged_candidates(args, base_pipe, ckpt_pipe, samples, work, ckpt_tools.sample)
     simulate_pairs(AnnotateConfig(candidates_dir=str(candidates), train_dir=args.train_dir,
                                   out_dir=str(work / "pairs"), noise=0.10))
     show_source = trained_with_source(args.judge_dir)
@@ -158,14 +142,15 @@ def main(argv=None) -> dict:
     data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
     data["heldout"] = [p for p in data["heldout"] if p.task in args.tasks]
     bench = [s for s in load_samples(args.benchmark, limit_per_task=args.n_bench) if s.task in args.tasks]
-    base_out, ckpt_out = sample(base_pipe, bench, 7, args.num_steps), sample(ckpt_pipe, bench, 7, args.num_steps)
-    truth: dict[str, list[float]] = {}
-    for b, c, s in zip(base_out, ckpt_out, bench):
-        sb, sc = score(b, s), score(c, s)
-        for dim in sb:
-            truth.setdefault(f"{s.task}/{dim}", []).append(sc[dim] - sb[dim])
-    report = {"checkpoint": args.checkpoint, "command": " ".join(sys.argv), "judges": {},
-              "truth_gain": {k: float(np.mean(v)) for k, v in truth.items()}}
+    base_out = ckpt_tools.sample(base_pipe, bench, 7, args.num_steps)
+    ckpt_out = ckpt_tools.sample(ckpt_pipe, bench, 7, args.num_steps)
+    truth = {}  # per task/dimension: mean world score of the checkpoint minus the base's
+    for task in args.tasks:
+        rows = [i for i, s in enumerate(bench) if s.task == task]
+        if rows:
+            dims = ckpt_tools.compare(base_out[rows], ckpt_out[rows], [bench[i] for i in rows], 0.02)["dimensions"]
+            truth.update({f"{task}/{d}": r["checkpoint"] - r["base"] for d, r in dims.items()})
+    report = {"checkpoint": args.checkpoint, "command": " ".join(sys.argv), "judges": {}, "truth_gain": truth}
     for name, path in (("old", args.judge_dir), ("refreshed", cfg.out_dir)):
         judge = Judge.load(path).eval()
         table = agreement_table(judge, data, PAPER_THRESHOLDS, show_source)
