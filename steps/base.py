@@ -51,6 +51,10 @@ class BaseConfig:
     sample_steps: int = field(8, "Euler steps when sampling (grids, evaluation)")
     eval_per_task: int = field(24, "benchmark conditions per task in the quality table")
     log_every: int = field(25, "log losses every N steps")
+    world_pool: int = field(0, "> 0: train on this many world conditions generated at the foundation indices "
+                               "(steps.training.FOUNDATION_INDEX_OFFSET) instead of train_dir (the foundation job)")
+    checkpoint_dir: str = field("", "resumable checkpoints here every checkpoint_every steps; empty = none")
+    checkpoint_every: int = field(500, "steps between checkpoints (VAE and transformer phases alike)")
 
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny"):
@@ -73,36 +77,34 @@ class BaseConfig:
         return cls(**values)
 
 
-def _lr_lambda(warmup: int, total: int):
-    import math
+def train_vae(pipe, images, cfg: BaseConfig, log, start: int = 0, curve: list[float] | None = None,
+              opt_state: dict | None = None, on_step=None) -> list[float]:
+    """Reconstruction + tiny KL from step ``start``; returns the loss curve. ``images``: float Nx3xHxW in [-1, 1].
 
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return f
-
-
-def train_vae(pipe, images, cfg: BaseConfig, rng: np.random.Generator, log) -> list[float]:
-    """Reconstruction + tiny KL; returns the loss curve. ``images``: float tensor Nx3xHxW in [-1, 1]."""
+    ``on_step(step, optimizer, scheduler, curve)`` runs after every step (checkpoints)."""
     import torch
     from tqdm import tqdm
 
+    from steps.training import adamw, step_rng
+
     vae = pipe.vae
     vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(20, cfg.vae_steps // 10 + 1), cfg.vae_steps))
-    curve = []
+    opt, sched = adamw(vae.parameters(), cfg.vae_lr, 0.0, min(20, cfg.vae_steps // 10 + 1), cfg.vae_steps)
+    if opt_state:
+        opt.load_state_dict(opt_state["optimizer"])
+        sched.load_state_dict(opt_state["scheduler"])
+    curve = list(curve or [])
     side = images.shape[-1]
     crop = min(cfg.vae_crop, side)
-    for step in tqdm(range(cfg.vae_steps), desc="base: VAE", unit="step", mininterval=5):
+    for step in tqdm(range(start, cfg.vae_steps), desc="base: VAE", unit="step", mininterval=5, initial=start,
+                     total=cfg.vae_steps):
+        rng = step_rng(cfg.seed, 1, step)
         x = images[torch.as_tensor(rng.integers(0, len(images), cfg.vae_batch))]
         if crop < side:
             top, left = (int(v) for v in rng.integers(0, side - crop + 1, 2) // 8 * 8)
             x = x[..., top:top + crop, left:left + crop]
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
+        rec = vae.decode(post.sample(generator=torch.Generator().manual_seed(int(rng.integers(2**62))))).sample
         loss = torch.nn.functional.mse_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,6 +113,8 @@ def train_vae(pipe, images, cfg: BaseConfig, rng: np.random.Generator, log) -> l
         curve.append(loss.item())
         if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
             log({"base/vae_loss": float(np.mean(curve[-cfg.log_every:]))}, step)
+        if on_step:
+            on_step(step + 1, opt, sched, curve)
     vae.eval().requires_grad_(False)
     return curve
 
@@ -162,19 +166,26 @@ def latent_mask_weights(pipe, samples, weight: float):
     return (1 + (weight - 1) * pooled.flatten(1))[..., None]
 
 
-def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, rng: np.random.Generator, log) -> list[float]:
+def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, log, start: int = 0,
+                      curve: list[float] | None = None, opt_state: dict | None = None, on_step=None) -> list[float]:
+    """Rectified flow matching on masked conditions from step ``start``; returns the loss curve."""
     import torch
     from tqdm import tqdm
 
     from steps.models.denoise import velocity
+    from steps.training import adamw, step_rng, torch_generator
 
     tr = pipe.transformer
     tr.train().requires_grad_(True)
-    opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    curve = []
-    for step in tqdm(range(cfg.steps), desc="base: transformer", unit="step", mininterval=5):
+    opt, sched = adamw(tr.parameters(), cfg.lr, 0.01, cfg.warmup, cfg.steps)
+    if opt_state:
+        opt.load_state_dict(opt_state["optimizer"])
+        sched.load_state_dict(opt_state["scheduler"])
+    curve = list(curve or [])
+    for step in tqdm(range(start, cfg.steps), desc="base: transformer", unit="step", mininterval=5, initial=start,
+                     total=cfg.steps):
+        rng = step_rng(cfg.seed, 2, step)
+        gen = torch_generator(rng)
         idx = torch.as_tensor(rng.integers(0, len(targets), cfg.batch_size))
         x0 = targets[idx]
         eps = torch.randn(x0.shape, generator=gen)
@@ -191,6 +202,8 @@ def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, rng: np.ran
         curve.append(loss.item())
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log({"base/loss": float(np.mean(curve[-cfg.log_every:])), "base/lr": sched.get_last_lr()[0]}, step)
+        if on_step:
+            on_step(step + 1, opt, sched, curve)
     tr.eval().requires_grad_(False)
     return curve
 
@@ -261,44 +274,100 @@ def loss_plot(curves: dict[str, list[float]], path: Path) -> Path:
     return path
 
 
+def _training_samples(cfg: BaseConfig, spec) -> list:
+    from steps.datasets import load_samples
+    from steps.training import world_pool
+
+    if cfg.world_pool:
+        return world_pool(spec.image_size, cfg.world_pool)
+    samples = load_samples(cfg.train_dir)
+    if samples[0].image.shape[0] != spec.image_size:
+        raise ValueError(f"{cfg.train_dir}: images are {samples[0].image.shape[0]} px but the {cfg.profile} "
+                         f"policy expects {spec.image_size} px (params.yaml datasets.{cfg.profile}.size)")
+    return samples
+
+
+def _eval_samples(cfg: BaseConfig, spec) -> list:
+    from steps.datasets import load_samples
+    from steps.training import FOUNDATION_INDEX_OFFSET, world_pool
+
+    if cfg.world_pool:  # held out from the pool: the indices after it
+        pool = world_pool(spec.image_size, 8 * cfg.eval_per_task, offset=FOUNDATION_INDEX_OFFSET + cfg.world_pool)
+        per: dict[str, list] = {}
+        for s in pool:
+            per.setdefault(s.task, []).append(s)
+        return [s for task in ("fill", "extend", "removal") for s in per.get(task, [])[:cfg.eval_per_task]]
+    return load_samples(cfg.eval_dir, limit_per_task=cfg.eval_per_task)
+
+
 def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
-    """Run the recipe; returns {"model_dir", "quality", "init_quality", "telea_quality", "grids", ...}."""
+    """Run the recipe (resuming from ``cfg.checkpoint_dir`` when it holds a checkpoint); returns
+    {"model_dir", "quality", "init_quality", "telea_quality", "grids", ...}."""
     import torch
 
     from steps.baselines import telea
-    from steps.datasets import load_samples
     from steps.io import atomic_write_json
+    from steps.models.denoise import to_image_tensor
     from steps.models.policy import build_tiny_fill_pipeline, count_params, save_pipeline, spec_for
     from steps.runtime import setup
+    from steps.training import Checkpoints, load_module, module_tensors
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     out_dir = Path(cfg.out_dir)
     reports = out_dir.parent / f"{out_dir.name}_report"
     spec = spec_for(cfg.profile)
     pipe = build_tiny_fill_pipeline(spec, seed=cfg.seed)
     init_transformer = copy.deepcopy(pipe.transformer)
-    samples = load_samples(cfg.train_dir)
-    if samples[0].image.shape[0] != spec.image_size:
-        raise ValueError(f"{cfg.train_dir}: images are {samples[0].image.shape[0]} px but the {cfg.profile} "
-                         f"policy expects {spec.image_size} px (params.yaml datasets.{cfg.profile}.size)")
+    samples = _training_samples(cfg, spec)
+    ckpt = Checkpoints(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    latest = ckpt.latest() if ckpt else None
+    state: dict[str, Any] = {"phase": "vae", "step": 0, "vae_curve": [], "curve": [], "seconds": 0.0}
+    opt_state = None
+    if latest is not None:
+        names = ["vae"] + (["transformer"] if "transformer" in json.loads((latest / "state.json").read_text())["phase"]
+                           else [])
+        tensors, opt_state, state = ckpt.load(latest, names, ["optimizer", "scheduler"])
+        load_module(pipe.vae, tensors["vae"])
+        if "transformer" in tensors:
+            load_module(pipe.transformer, tensors["transformer"])
+        print(f"base: resuming from {latest} ({state['phase']} step {state['step']})", flush=True)
+    elapsed = float(state.get("seconds", 0.0))
 
-    from steps.models.denoise import to_image_tensor
+    def saver(phase: str, offset: int, extra: dict):
+        def on_step(step, opt, sched, curve):
+            if ckpt and (step % cfg.checkpoint_every == 0):
+                groups = {"vae": module_tensors(pipe.vae)}
+                if phase == "transformer":
+                    groups["transformer"] = module_tensors(pipe.transformer)
+                ckpt.save(offset + step, groups, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                          {**extra, "phase": phase, "step": step, "curve" if phase == "transformer" else "vae_curve":
+                           list(curve), "seconds": elapsed + time.perf_counter() - t0})
+        return on_step
 
     pixels = to_image_tensor(np.stack([s.target for s in samples] + [s.image for s in samples])) * 2 - 1
-    vae_curve = train_vae(pipe, pixels, cfg, rng, log)
-    shift, scale = set_latent_normalisation(pipe, pixels[: len(samples)])
+    if state["phase"] == "vae":
+        vae_curve = train_vae(pipe, pixels, cfg, log, start=state["step"], curve=state["vae_curve"],
+                              opt_state=opt_state, on_step=saver("vae", 0, {}))
+        shift, scale = set_latent_normalisation(pipe, pixels[: len(samples)])
+        start, curve, opt_state = 0, [], None
+    else:
+        vae_curve, start, curve = state["vae_curve"], state["step"], state["curve"]
+        shift, scale = state["latent_shift"], state["latent_scale"]
+        pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    del pixels
     t_vae = time.perf_counter() - t0
     targets, cond = encode_dataset(pipe, samples)
     weights = latent_mask_weights(pipe, samples, cfg.mask_weight)
-    curve = train_transformer(pipe, targets, cond, weights, cfg, rng, log)
+    extra = {"vae_curve": vae_curve, "latent_shift": shift, "latent_scale": scale}
+    curve = train_transformer(pipe, targets, cond, weights, cfg, log, start=start, curve=curve, opt_state=opt_state,
+                              on_step=saver("transformer", cfg.vae_steps, extra))
     t_train = time.perf_counter() - t0
 
     save_pipeline(pipe, out_dir, spec)
-    evals = load_samples(cfg.eval_dir, limit_per_task=cfg.eval_per_task)
+    evals = _eval_samples(cfg, spec)
     outputs = sample_outputs(pipe, evals, cfg)
     init_outputs = sample_outputs(pipe, evals, cfg, transformer=init_transformer)
     telea_outputs = np.stack([telea(s.image, s.mask) for s in evals])
@@ -310,8 +379,10 @@ def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
         "transformer_params": count_params(pipe.transformer),
         "vae_params": count_params(pipe.vae),
         "latent_shift": shift, "latent_scale": scale,
+        "vae_steps": cfg.vae_steps, "steps": cfg.steps, "n_train_conditions": len(samples),
         "vae_final_loss": float(np.mean(vae_curve[-20:])), "final_loss": float(np.mean(curve[-20:])),
         "seconds_vae": t_vae, "seconds_total_train": t_train, "seconds_total": time.perf_counter() - t0,
+        "seconds_including_resumed": elapsed + time.perf_counter() - t0,
         "config": asdict(cfg),
     }
     result["grids"] = [str(p) for p in sample_grids(evals, {"base": outputs, "untrained": init_outputs,

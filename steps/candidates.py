@@ -31,7 +31,8 @@ class CandidatesConfig:
     base_dir: str = field("outputs/tiny/base_model", "the base fill pipeline (diffusers layout)")
     train_dir: str = field("data/tiny/train", "training conditions (manifest.jsonl)")
     out_dir: str = field("data/tiny/candidates", "output folder (candidates.jsonl + images/)")
-    n_conditions: int = field(600, "training conditions that get a candidate set (first n in manifest order)")
+    n_conditions: int = field(2000, "training conditions that get a candidate set (first n in manifest order; "
+                                    "tiny: all of them, so every held-out cell has >= 50 pairs)")
     n_candidates: int = field(4, "candidates per condition (paper: 4)")
     steps_range: tuple[int, int] = field((4, 12), "denoising steps drawn uniformly in this range")
     guidance_range: tuple[float, float] = field((5.0, 60.0), "distilled-guidance value drawn in this range")

@@ -25,6 +25,9 @@ from steps.io import atomic_dir, write_png
 from steps.manifest import read_manifest, write_manifest
 
 BENCHMARK_INDEX_OFFSET = 1_000_000  # benchmark samples use indices no train sample can have
+# validation samples (what selects or stops during training: the RL guard, release selection) use indices no
+# train or benchmark sample has, so nothing chosen during training has seen the benchmark
+VALIDATION_INDEX_OFFSET = 3_000_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class DatasetConfig:
     seed: int = field(0, "world seed: same seed and sizes give byte-identical datasets")
     n_train: int = field(2000, "training conditions (tasks drawn with task_probs)")
     n_benchmark_per_task: int = field(50, "held-out benchmark conditions per task")
+    n_validation_per_task: int = field(50, "validation conditions per task (RL guard and release selection; "
+                                           "disjoint from the benchmark)")
     fill_prob: float = field(0.5, "share of fill conditions in the train split")
     extend_prob: float = field(0.25, "share of extend conditions in the train split")
     removal_prob: float = field(0.25, "share of removal conditions in the train split")
@@ -42,8 +47,8 @@ class DatasetConfig:
     def __post_init__(self):
         if self.size < 16 or self.size % 8:
             raise ValueError(f"size must be a multiple of 8 and >= 16, got {self.size}")
-        if self.n_train < 1 or self.n_benchmark_per_task < 1:
-            raise ValueError("n_train and n_benchmark_per_task must be >= 1")
+        if self.n_train < 1 or self.n_benchmark_per_task < 1 or self.n_validation_per_task < 1:
+            raise ValueError("n_train, n_benchmark_per_task and n_validation_per_task must be >= 1")
         probs = (self.fill_prob, self.extend_prob, self.removal_prob)
         if min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
             raise ValueError(f"task probabilities must be >= 0 and sum to 1, got {probs}")
@@ -80,7 +85,7 @@ def write_split(out: Path, samples, desc: str) -> int:
 
 
 def build_world(cfg: DatasetConfig, out: str | os.PathLike) -> dict[str, int]:
-    """Write ``out/train`` and ``out/benchmark`` from the synthetic world."""
+    """Write ``out/train``, ``out/validation`` and ``out/benchmark`` from the synthetic world."""
     from steps.world import make_sample
 
     world = cfg.world()
@@ -92,7 +97,10 @@ def build_world(cfg: DatasetConfig, out: str | os.PathLike) -> dict[str, int]:
     bench = (make_sample(world, BENCHMARK_INDEX_OFFSET + t * cfg.n_benchmark_per_task + i, task)
              for t, task in enumerate(("fill", "extend", "removal")) for i in range(cfg.n_benchmark_per_task))
     n_bench = write_split(out / "benchmark", bench, "benchmark split")
-    return {"train": n_train, "benchmark": n_bench}
+    val = (make_sample(world, VALIDATION_INDEX_OFFSET + t * cfg.n_validation_per_task + i, task)
+           for t, task in enumerate(("fill", "extend", "removal")) for i in range(cfg.n_validation_per_task))
+    n_val = write_split(out / "validation", val, "validation split")
+    return {"train": n_train, "benchmark": n_bench, "validation": n_val}
 
 
 def build_photos(cfg: DatasetConfig, out: str | os.PathLike) -> int:

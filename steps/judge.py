@@ -41,7 +41,7 @@ class JudgeConfig:
     easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
     easy_candidate_share: float = field(0.5, "share of easy pairs built from real candidates (candidate_easy_pair)")
     show_source: bool = field(False, "show the masked source as a third image (ablation; off by default)")
-    heldout_fraction: float = field(0.2, "share of conditions held out for the agreement table")
+    heldout_fraction: float = field(0.25, "share of conditions held out for the agreement table")
     lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
     gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
     mixed_precision: str = field("no", "no | bf16 (GPU)")
@@ -282,10 +282,10 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from steps.base import _lr_lambda
     from steps.judge_eval import load_preference_data
     from steps.preferences import judge_query
     from steps.runtime import setup
+    from steps.training import lr_lambda as _lr_lambda
     from steps.world import dimensions_for
 
     setup(threads=cfg.threads)

@@ -172,12 +172,14 @@ class AgreementConfig:
     pairs_dir: str = field("data/tiny/preferences", "pairs.jsonl + images (the held-out split is taken from it)")
     train_dir: str = field("data/tiny/train", "conditions the pairs refer to")
     out_dir: str = field("outputs/tiny/judge_agreement", "table (JSON, markdown) and chart")
-    heldout_fraction: float = field(0.2, "must equal the judge training's held-out fraction")
+    heldout_fraction: float = field(0.25, "must equal the judge training's held-out fraction")
     threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds; smoke uses lower ones")
     threshold_floor: float = field(0.5, "no threshold below this (chance)")
-    min_pairs: int = field(20, "cells with fewer held-out pairs cannot be validated")
+    min_pairs: int = field(50, "cells with fewer held-out pairs cannot be validated")
     insufficient: str = field("fail", "fail | warn: what an unvalidated cell does to the gate (smoke: warn)")
     show_source: bool = field(False, "the judge was trained with the masked source as a third image")
+    probe_per_cell: int = field(16, "start images per task x dimension for the gradient probe "
+                                    "(steps.judge_probe); 0 = no probe")
     threads: int = field(1, "torch CPU threads")
 
     def thresholds(self) -> dict[str, float]:
@@ -204,6 +206,13 @@ def run_agreement(cfg: AgreementConfig) -> dict[str, Any]:
     result = {"table": table, "passed": passed, "reasons": reasons, "warnings": warnings, "simulated": simulated,
               "n_heldout": len(data["heldout"]), "markdown": md, "chart": str(chart), "config": asdict(cfg),
               "mean_accuracy": float(np.mean([r["accuracy"] for r in table.values()])) if table else 0.0}
+    if cfg.probe_per_cell:
+        from steps.judge_probe import heldout_items, probe_markdown, run_probe
+
+        probe = run_probe(judge, heldout_items(data), per_cell=cfg.probe_per_cell)
+        result["probe"] = {k: probe[k] for k in ("cells", "summary", "metrics", "budgets", "steps")}
+        result["probe_markdown"] = probe_markdown(probe)
+        atomic_write_text(out / "probe.md", result["probe_markdown"] + "\n")
     atomic_write_json(out / "agreement.json", result)
     atomic_write_text(out / "agreement.md", md + "\n")
     return result
@@ -213,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, _ = parse_cli(AgreementConfig, __doc__, argv)
     result = run_agreement(cfg)
     print(result["markdown"])
+    if "probe_markdown" in result:
+        print(result["probe_markdown"])
     print("gate:", "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["reasons"]))
     for w in result["warnings"]:
         print("warning:", w)

@@ -1,25 +1,29 @@
-"""Recipe: teach the tiny judge to SEE before it judges (profiles smoke / tiny; flux skips it).
+"""Recipe: the judge's foundation -- it learns to compare images the way the world's scores do, robustly
+(profiles smoke / tiny; flux starts from Qwen2.5-VL instead).
 
-    python -m steps.judge_pretrain --set profile=tiny --set train_dir=data/tiny/train \\
-        --set out_dir=outputs/tiny/judge_pretrained
+    python -m steps.foundations --set profile=tiny --set part=judge          # the foundation job runs this
+    python -m steps.judge_pretrain --set profile=smoke --set out_dir=/tmp/j  # alone
 
-In production the judge starts from Qwen2.5-VL, pretrained on images and text. The tiny judge has no such
-start (measured: preference training from random weights stays at chance for minutes), so it first learns
-questions about the world's ground truth -- the analogue of a VLM's pretraining. Two kinds, mixed by
-``pair_share``:
+In production the judge starts from Qwen2.5-VL, pretrained by others on vast data. The tiny judge has no such
+start, so this recipe plays the model maker's part: it asks the judge's own question ("is the first image
+better than the second on <dimension>?", `steps.preferences.judge_query`) about pairs of images of one world
+condition whose answer the world's scores give, on a broad distribution of images:
 
-- comparisons (the default, ``pair_share=1``): the target vs a copy corrupted on ONE dimension (wrong colour,
-  object left, drifted kept region, smeared structure, blur or noise), asked with the judge's own query in
-  both orders -- "is the first image better than the second" on pairs whose answer the world knows;
-- single-image Yes/No questions: "Is there a red circle in the image?", "Is there a blue object ...?", "Does
-  the image show the word "SUN"?", "Is the image clean, without noise?", "Are the shapes sharp?", "Is the
-  image complete, without a grey band?" (positives and negatives from the target, the source, the clean
-  background and corrupted copies).
+- variants of the condition: the target, the source, nothing generated, corruptions of one dimension
+  (`steps.judge.easy_loser`), blends of those inside the region, added noise, blur, colour drift outside the
+  region, and base-model candidates when a candidate pool is given;
+- hard negatives: stripe, grid, checker and noise textures of period 2-16 px at every phase and orientation
+  inside the edited region, at any opacity (the textures RL painted to fool the earlier judge);
+- adversarial perturbations (PGD-style, normalised gradient steps within an RMS budget): for a share of each
+  batch, both images move to raise the judge's loss, are re-scored by the world and trained on with the
+  true answer -- the judge must not be moved by changes that do not change the truth (robust models have
+  gradients that point at perceptible change: Kawar, Ganz & Elad 2023; Bukharin et al. 2025, Adv-RM).
 
-Measured on tiny (docs/ABLATIONS.md): after the same preference training, comparison pretraining gave a
-held-out agreement of 0.68 (mean of the nine cells), single-image questions 0.53 and no pretraining 0.61 --
-single-image questions taught the answer tokens' priors more than the comparison. Both kinds depend only on
-the world (not on the base model), so pretraining runs beside base pretraining.
+Labels are soft, P(first better) = sigmoid((score_first - score_second) / label_temperature), so near-ties
+teach indifference rather than noise. Both orders of every pair are trained (paper Eq. 3 on soft labels).
+Every step draws its data from steps.training.step_rng(seed, 3, step): checkpoints resume exactly.
+Held-out accuracy per task x dimension (pairs of held-out pool conditions, world gap >= 0.03) is logged
+every ``eval_every`` steps.
 """
 
 from __future__ import annotations
@@ -34,19 +38,37 @@ import numpy as np
 
 from steps.config import field, parse_cli
 
+EVAL_MIN_GAP = 0.03  # held-out pairs closer than this are near-ties (the simulated annotators' tie margin)
+VARIANTS = ("target", "source", "nothing", "corrupt", "blend", "noise", "blur", "drift", "texture", "candidate")
+
 
 @dataclass(frozen=True)
 class JudgePretrainConfig:
     profile: str = field("tiny", "judge size: smoke | tiny")
-    train_dir: str = field("data/tiny/train", "world split the questions are asked about")
+    train_dir: str = field("data/tiny/train", "world split the pairs are drawn from (when world_pool is off)")
+    world_pool: bool = field(False, "draw conditions from the foundation pool (steps.training.world_pool) "
+                                    "instead of train_dir")
+    pool_size: int = field(12000, "foundation pool conditions (world_pool on); the next eval_conditions are held out")
     out_dir: str = field("outputs/tiny/judge_pretrained", "where the pretrained judge is saved")
     steps: int = field(1500, "optimizer steps")
-    batch_size: int = field(32, "questions per step")
+    batch_size: int = field(16, "pairs per step (each in both orders: 2x rows)")
     lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine); 2e-3 collapsed to the answer priors")
-    n_samples: int = field(1200, "world samples the question bank is built from (10% held out)")
-    pair_share: float = field(1.0, "share of steps that compare two images (the target vs a corruption of one "
-                                   "dimension, asked with the judge's query); the rest are single-image questions. "
-                                   "Measured (docs/ABLATIONS.md): 1.0 -> held-out agreement 0.68, 0.0 -> 0.53")
+    warmup: int = field(100, "linear warmup steps")
+    label_temperature: float = field(0.05, "soft label sigmoid((s1 - s2) / T) of the world-score gap")
+    anchor_fraction: float = field(0.2, "share of training (from the start) in which most pairs hold the target "
+                                        "on one side (a clear winner: the judge first learns what is right)")
+    anchor_prob_early: float = field(0.8, "probability a pair holds the target during the anchor phase")
+    anchor_prob_late: float = field(0.2, "probability a pair holds the target afterwards")
+    texture_share: float = field(0.2, "share of variants that are hard-negative textures in the edited region")
+    candidate_share: float = field(0.3, "share of variants drawn from the candidate pool (when one is given)")
+    candidates: str = field("", "npz of base-model candidates of pool conditions (steps.foundations); empty = none")
+    adv_share: float = field(0.25, "share of each batch's pairs trained on adversarially perturbed images")
+    adv_rms: float = field(0.03, "RMS budget of the perturbation per image (pixels in [0, 1]; 0.03 ~ 8/255)")
+    adv_steps: int = field(2, "normalised gradient steps of the attack")
+    eval_conditions: int = field(300, "held-out conditions for the accuracy curve")
+    eval_every: int = field(250, "held-out accuracy every N steps (and at the end); 0 = end only")
+    checkpoint_dir: str = field("", "resumable checkpoints here every checkpoint_every steps; empty = none")
+    checkpoint_every: int = field(500, "steps between checkpoints")
     log_every: int = field(25, "log every N steps")
     seed: int = field(0, "seed")
     threads: int = field(1, "torch CPU threads")
@@ -54,6 +76,11 @@ class JudgePretrainConfig:
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny"):
             raise ValueError(f"judge pretraining is for smoke/tiny (flux starts from Qwen2.5-VL), got {self.profile!r}")
+        for name in ("texture_share", "candidate_share", "adv_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if self.label_temperature <= 0 or self.adv_rms < 0 or self.adv_steps < 0:
+            raise ValueError("label_temperature must be > 0, adv_rms and adv_steps >= 0")
 
     @classmethod
     def for_profile(cls, profile: str, root=".", **overrides: Any) -> JudgePretrainConfig:
@@ -61,123 +88,307 @@ class JudgePretrainConfig:
         values: dict[str, Any] = dict(profile=profile, train_dir=str(root / f"data/{profile}/train"),
                                       out_dir=str(root / f"outputs/{profile}/judge_pretrained"))
         if profile == "smoke":
-            values.update(steps=60, batch_size=16, n_samples=96, log_every=10)
+            values.update(steps=40, batch_size=8, pool_size=96, eval_conditions=24, eval_every=0, log_every=10,
+                          warmup=10, checkpoint_every=10)
+        if profile == "tiny":
+            values.update(steps=12000)
         values.update(overrides)
         return cls(**values)
 
 
-def questions_for(sample, rng: np.random.Generator) -> list[tuple[np.ndarray, str, bool, str]]:
-    """(image, question, answer, kind) items about one world sample, balanced Yes/No per kind."""
-    from steps.judge import _outside, easy_loser
-    from steps.world import COLOURS, SHAPES, WORDS, object_prompt
-
-    meta, items = sample.meta, []
-    colour, shape, word = meta.get("colour"), meta.get("shape"), meta.get("word")
-    other = str(rng.choice([c for c in COLOURS if c != colour]))
-    with_object = sample.image if sample.task == "removal" else sample.target
-    without = sample.target if sample.task == "removal" else _outside(sample)
-    if word:
-        wrong = str(rng.choice([w for w in WORDS if w != word]))
-        q = f'Does the image show the word "{word}"?'
-        items += [(sample.target, q, True, "word"), (easy_loser(sample, "text_alignment", rng), q, False, "word"),
-                  (sample.target, f'Does the image show the word "{wrong}"?', False, "word")]
-    elif shape:
-        q = f"Is there {object_prompt(colour, shape)} in the image?"
-        items += [(with_object, q, True, "object"), (without, q, False, "object")]
-        other_shape = str(rng.choice([s for s in SHAPES if s != shape]))
-        items += [(with_object, f"Is there {object_prompt(other, other_shape)} in the image?",
-                   _present(sample, other, other_shape), "object")]
-        items += [(with_object, f"Is there a {colour} object in the image?", True, "colour"),
-                  (without, f"Is there a {colour} object in the image?", _colour_elsewhere(sample, colour), "colour")]
-    clean_q = "Is the image clean, without noise?"
-    items += [(sample.target, clean_q, True, "clean"), (easy_loser(sample, "aesthetics", rng), clean_q, False, "clean")]
-    sharp_q = "Are the shapes in the edited region sharp and well-formed?"
-    items += [(sample.target, sharp_q, True, "sharp"), (easy_loser(sample, "structure", rng), sharp_q, False, "sharp")]
-    if sample.task == "extend":
-        q = "Is the image complete, without a grey band?"
-        items += [(sample.target, q, True, "complete"), (sample.image, q, False, "complete")]
-    return items
+# ---------------------------------------------------------------- images of one condition
 
 
-def _present(sample, colour: str, shape: str) -> bool:
-    objs = [(sample.meta.get("colour"), sample.meta.get("shape"))]
-    objs += [(d.get("colour"), d.get("shape")) for d in sample.meta.get("distractors", []) if isinstance(d, dict)]
-    return (colour, shape) in objs
+def hard_negative_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """HxWx3 float in [0, 255]: stripes, grid, checker or noise of period 2-16 px at a random phase/angle."""
+    from steps.world import COLOURS
+
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = float(rng.uniform(2, 16))
+    theta = float(rng.choice([0, np.pi / 2, np.pi / 4, -np.pi / 4, rng.uniform(0, np.pi)]))
+    phase = float(rng.uniform(0, 2 * np.pi))
+    u = (xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period + phase
+    v = (-xx * np.sin(theta) + yy * np.cos(theta)) * 2 * np.pi / period + phase
+    kind = rng.integers(4)
+    if kind == 0:
+        pattern = np.sin(u) if rng.random() < 0.5 else np.sign(np.sin(u))
+    elif kind == 1:
+        pattern = np.maximum(np.sign(np.sin(u)), np.sign(np.sin(v)))
+    elif kind == 2:
+        pattern = np.sign(np.sin(u) * np.sin(v))
+    else:
+        block = int(rng.integers(1, 5))
+        coarse = rng.uniform(-1, 1, (h // block + 1, w // block + 1))
+        pattern = np.kron(coarse, np.ones((block, block)))[:h, :w]
+    palette = list(COLOURS.values())
+    c0 = np.array(palette[int(rng.integers(len(palette)))] if rng.random() < 0.5 else rng.uniform(0, 255, 3),
+                  np.float32)
+    c1 = np.array(palette[int(rng.integers(len(palette)))] if rng.random() < 0.5 else rng.uniform(0, 255, 3),
+                  np.float32)
+    t = ((pattern + 1) / 2)[..., None].astype(np.float32)
+    return c0 * (1 - t) + c1 * t
 
 
-def _colour_elsewhere(sample, colour: str) -> bool:
-    return any(isinstance(d, dict) and d.get("colour") == colour for d in sample.meta.get("distractors", []))
+def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.ndarray] | None = None) -> np.ndarray:
+    """One image of the condition: HxWx3 uint8, drawn as ``kind`` (one of VARIANTS)."""
+    from steps.judge import _blur, _outside, easy_loser
+    from steps.world import _dilate, dimensions_for
+
+    t = sample.target.astype(np.float32)
+    m = sample.mask > 127
+    if kind == "target":
+        out = t
+    elif kind == "source":
+        out = sample.image.astype(np.float32)
+    elif kind == "nothing":
+        out = _outside(sample).astype(np.float32)
+    elif kind == "corrupt":
+        dims = dimensions_for(sample.task, sample.prompt)
+        out = easy_loser(sample, dims[int(rng.integers(len(dims)))], rng).astype(np.float32)
+    elif kind == "candidate" and candidates:
+        out = candidates[int(rng.integers(len(candidates)))].astype(np.float32)
+    elif kind == "texture":
+        base = variant(sample, rng, str(rng.choice(["target", "nothing", "source", "blur"])), candidates)
+        region = _dilate(m, int(rng.integers(0, 3))) if rng.random() < 0.8 else np.ones_like(m)
+        alpha = float(rng.uniform(0.15, 1.0))
+        out = base.astype(np.float32)
+        tex = hard_negative_texture(m.shape, rng)
+        out[region] = (1 - alpha) * out[region] + alpha * tex[region]
+    else:  # blend / noise / blur / drift act on another variant
+        inner = str(rng.choice(["target", "nothing", "source", "corrupt"]
+                               + (["candidate"] if candidates else [])))
+        out = variant(sample, rng, inner, candidates).astype(np.float32)
+        if kind == "blend":
+            other = variant(sample, rng, str(rng.choice(["target", "nothing", "corrupt", "source"])), candidates)
+            a = float(rng.uniform(0.1, 0.9))
+            out[m] = (1 - a) * out[m] + a * other.astype(np.float32)[m]
+        elif kind == "noise":
+            region = _dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
+            out[region] += rng.normal(0, rng.uniform(2, 30), (int(region.sum()), 3))
+        elif kind == "blur":
+            blurred = _blur(out, float(rng.uniform(0.5, 4)))
+            region = _dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
+            out[region] = blurred[region]
+        elif kind == "drift":
+            out[~m] += rng.normal(0, 1, 3) * rng.uniform(3, 40) + rng.normal(0, rng.uniform(0, 10), out[~m].shape)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def build_bank(samples, rng: np.random.Generator):
-    items = [it for s in samples for it in questions_for(s, rng)]
-    return (np.stack([it[0] for it in items]), [it[1] for it in items], np.array([it[2] for it in items]),
-            [it[3] for it in items])
+def draw_kind(rng: np.random.Generator, cfg: JudgePretrainConfig, has_candidates: bool) -> str:
+    if rng.random() < cfg.texture_share:
+        return "texture"
+    if has_candidates and rng.random() < cfg.candidate_share:
+        return "candidate"
+    return str(rng.choice([k for k in VARIANTS if k not in ("texture", "candidate")]))
 
 
-def evaluate(judge, bank, batch: int = 128) -> dict[str, float]:
+def soft_label(s1: float, s2: float, temperature: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-(s1 - s2) / temperature)))
+
+
+def pair_batch(samples, rng: np.random.Generator, n: int, cfg: JudgePretrainConfig, candidates=None,
+               anchor_prob: float = 0.0):
+    """``n`` world-labelled pairs: (firsts, seconds) uint8 arrays, queries, soft labels, samples, dimensions.
+    With probability ``anchor_prob`` one side (either) is the target itself."""
+    from steps.preferences import judge_query
+    from steps.world import dimensions_for, score
+
+    firsts, seconds, queries, labels, picked, dims = [], [], [], [], [], []
+    for _ in range(n):
+        i = int(rng.integers(len(samples)))
+        s = samples[i]
+        cands = candidates.get(s.id) if candidates else None
+        ds = dimensions_for(s.task, s.prompt)
+        dim = ds[int(rng.integers(len(ds)))]
+        anchored = rng.random() < anchor_prob
+        a = s.target if anchored else variant(s, rng, draw_kind(rng, cfg, bool(cands)), cands)
+        b = variant(s, rng, draw_kind(rng, cfg, bool(cands)), cands)
+        if anchored and rng.random() < 0.5:
+            a, b = b, a
+        sa, sb = score(a, s, (dim,))[dim], score(b, s, (dim,))[dim]
+        firsts.append(a)
+        seconds.append(b)
+        queries.append(judge_query(s.task, dim, s.prompt))
+        labels.append(soft_label(sa, sb, cfg.label_temperature))
+        picked.append(s)
+        dims.append(dim)
+    return np.stack(firsts), np.stack(seconds), queries, np.array(labels, np.float32), picked, dims
+
+
+def soft_yes_no_loss(judge, first, second, queries: list[str], p_first):
+    """Both orders: CE of the answer token against the soft label (Yes with p, No with 1 - p) over the full
+    vocabulary, for (first, second, p) and (second, first, 1 - p); returns (loss, margins of the first order)."""
     import torch
 
-    images, questions, answers, kinds = bank
+    logits = judge.image_logits([torch.cat([first, second]), torch.cat([second, first])], queries + queries)
+    logp = torch.log_softmax(logits, -1)
+    p = torch.cat([p_first, 1 - p_first])
+    loss = -(p * logp[:, judge.yes_id] + (1 - p) * logp[:, judge.no_id]).mean()
+    margin = (logits[:, judge.yes_id] - logits[:, judge.no_id]).detach()
+    return loss, margin[: len(queries)]
+
+
+def to_float(images: np.ndarray):
+    import torch
+
+    return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def rms_project(delta, budget: float):
+    """Scale each image's perturbation down to RMS <= budget."""
+    import torch
+
+    rms = delta.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12)
+    return delta * torch.clamp(budget / rms, max=1.0)[:, None, None, None]
+
+
+def adversarial_images(judge, first, second, queries: list[str], p_first, budget: float, steps: int):
+    """PGD-style attack on both images of each pair within an RMS budget: normalised gradient steps that raise
+    the judge's loss against the current labels. Returns perturbed (first, second) in [0, 1], detached."""
+    import torch
+
+    deltas = [torch.zeros_like(first), torch.zeros_like(second)]
+    step_size = budget / max(1, steps) * 1.5
+    was_training = judge.model.training
+    judge.eval()
+    for _ in range(steps):
+        for d in deltas:
+            d.requires_grad_(True)
+        loss, _ = soft_yes_no_loss(judge, (first + deltas[0]).clamp(0, 1), (second + deltas[1]).clamp(0, 1),
+                                   queries, p_first)
+        grads = torch.autograd.grad(loss, deltas)
+        with torch.no_grad():
+            for k, g in enumerate(grads):
+                g_rms = g.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12)[:, None, None, None]
+                deltas[k] = rms_project(deltas[k] + step_size * g / g_rms, budget).detach()
+    judge.train(was_training)
+    return (first + deltas[0]).clamp(0, 1).detach(), (second + deltas[1]).clamp(0, 1).detach()
+
+
+def rescore(first, second, samples, dims, temperature: float):
+    """Soft labels of (perturbed) float image pairs by the world's scores."""
+    import torch
+
+    from steps.world import score
+
+    a = first.permute(0, 2, 3, 1).numpy()
+    b = second.permute(0, 2, 3, 1).numpy()
+    return torch.tensor([soft_label(score(a[i], s, (d,))[d], score(b[i], s, (d,))[d], temperature)
+                         for i, (s, d) in enumerate(zip(samples, dims))], dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def heldout_pairs(samples, cfg: JudgePretrainConfig, candidates=None, per_condition: int = 3):
+    """A fixed held-out set: ``per_condition`` world-labelled pairs per condition, near-ties dropped."""
+    rng = np.random.default_rng([cfg.seed, 99])
+    firsts, seconds, queries, labels, picked, dims = pair_batch(samples * per_condition, rng,
+                                                                len(samples) * per_condition, cfg, candidates)
+    keep = np.abs(labels - 0.5) >= (soft_label(EVAL_MIN_GAP, 0, cfg.label_temperature) - 0.5)
+    idx = np.nonzero(keep)[0]
+    return (firsts[idx], seconds[idx], [queries[i] for i in idx], labels[idx] > 0.5,
+            [f"{picked[i].task}/{dims[i]}" for i in idx])
+
+
+def evaluate_pairs(judge, held, batch: int = 64) -> dict[str, float]:
+    """Accuracy per task x dimension on the held-out set (the first image's margin, both orders averaged)."""
+    import torch
+
+    firsts, seconds, queries, truth, cells = held
     margins = []
+    was_training = judge.model.training
+    judge.eval()
     with torch.no_grad():
-        for i in range(0, len(questions), batch):
-            margins.append(judge.image_logits([images[i:i + batch]], questions[i:i + batch]))
-    logits = torch.cat(margins)
-    pred = (logits[:, judge.yes_id] > logits[:, judge.no_id]).numpy()
-    correct = pred == answers
-    out = {f"pretrain/accuracy/{k}": float(correct[[j for j, x in enumerate(kinds) if x == k]].mean())
-           for k in sorted(set(kinds))}
-    out["pretrain/accuracy"] = float(correct.mean())
+        for i in range(0, len(queries), batch):
+            f, s = to_float(firsts[i:i + batch]), to_float(seconds[i:i + batch])
+            q = queries[i:i + batch]
+            logits = judge.image_logits([torch.cat([f, s]), torch.cat([s, f])], q + q)
+            m = logits[:, judge.yes_id] - logits[:, judge.no_id]
+            margins.append((m[: len(q)] - m[len(q):]).numpy())
+    judge.train(was_training)
+    correct = (np.concatenate(margins) > 0) == truth
+    out = {f"pretrain/heldout_accuracy/{c}": float(correct[[i for i, x in enumerate(cells) if x == c]].mean())
+           for c in sorted(set(cells))}
+    out["pretrain/heldout_accuracy"] = float(np.mean([v for k, v in out.items()]))
     return out
 
 
-def evaluate_pairs(judge, samples, rng: np.random.Generator, n: int = 128) -> dict[str, float]:
-    """Held-out ground-truth comparisons: the judge prefers the target (asked in both orders, averaged)."""
-    import torch
+# ---------------------------------------------------------------- the recipe
 
-    from steps.judge import easy_pair_batch
 
-    groups, queries, _ = easy_pair_batch(samples, rng, n)
-    with torch.no_grad():
-        logits = judge.image_logits(groups, queries)
-    margin = (logits[:, judge.yes_id] - logits[:, judge.no_id]).numpy()
-    prefers_target = (margin[0::2] - margin[1::2]) > 0  # rows alternate (target, loser) and (loser, target)
-    return {"pretrain/pair_accuracy": float(prefers_target.mean())}
+def _samples(cfg: JudgePretrainConfig, size: int):
+    from steps.training import FOUNDATION_INDEX_OFFSET, world_pool
+
+    if cfg.world_pool:
+        train = world_pool(size, cfg.pool_size)
+        held = world_pool(size, cfg.eval_conditions, offset=FOUNDATION_INDEX_OFFSET + cfg.pool_size)
+        return train, held
+    from steps.datasets import load_samples
+
+    samples = load_samples(cfg.train_dir)
+    n_eval = min(cfg.eval_conditions, max(2, len(samples) // 10))
+    return samples[n_eval:], samples[:n_eval]
+
+
+def load_candidates(path: str) -> dict[str, list[np.ndarray]] | None:
+    """{condition id: [HxWx3 uint8, ...]} from a candidate-pool npz (ids + images), or None."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: candidate pool missing; build the base foundation first "
+                                "(python -m steps.foundations --set part=base)")
+    with np.load(path) as data:
+        ids, images = list(data["ids"]), data["images"]
+    return {str(i): list(images[k]) for k, i in enumerate(ids)}
 
 
 def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from steps.base import _lr_lambda
-    from steps.datasets import load_samples
     from steps.io import atomic_write_json
-    from steps.judge import easy_pair_batch, yes_no_loss
     from steps.models.judge import Judge, spec_for
     from steps.runtime import setup
+    from steps.training import Checkpoints, adamw, load_module, module_tensors, step_rng
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
-    samples = load_samples(cfg.train_dir, limit=cfg.n_samples)
-    n_eval = max(2, len(samples) // 10)
-    train_bank, eval_bank = build_bank(samples[n_eval:], rng), build_bank(samples[:n_eval], rng)
-    judge = Judge.build(spec_for(cfg.profile), seed=cfg.seed)
+    spec = spec_for(cfg.profile)
+    train, held_samples = _samples(cfg, spec.image_size)
+    candidates = load_candidates(cfg.candidates)
+    held = heldout_pairs(held_samples, cfg, candidates)
+    judge = Judge.build(spec, seed=cfg.seed)
     judge.train()
-    opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(50, cfg.steps // 10 + 1), cfg.steps))
-    images, questions, answers, _ = train_bank
-    pair_samples = samples[n_eval:]
-    curve = []
-    for step in tqdm(range(cfg.steps), desc="judge pretrain", unit="step", mininterval=5):
-        if rng.random() < cfg.pair_share:  # both orders: batch_size // 2 comparisons = batch_size rows
-            loss, _ = yes_no_loss(judge, *easy_pair_batch(pair_samples, rng, max(1, cfg.batch_size // 2)))
-        else:
-            idx = rng.integers(0, len(questions), cfg.batch_size)
-            loss, _ = yes_no_loss(judge, [images[idx]], [questions[i] for i in idx], torch.as_tensor(answers[idx]))
+    opt, sched = adamw(judge.parameters(), cfg.lr, 0.01, min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
+    ckpt = Checkpoints(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    latest = ckpt.latest() if ckpt else None
+    state: dict[str, Any] = {"step": 0, "curve": [], "evals": [], "seconds": 0.0}
+    if latest is not None:
+        tensors, objects, state = ckpt.load(latest, ["judge"], ["optimizer", "scheduler"])
+        load_module(judge.model, tensors["judge"])
+        opt.load_state_dict(objects["optimizer"])
+        sched.load_state_dict(objects["scheduler"])
+        print(f"judge foundation: resuming from {latest} (step {state['step']})", flush=True)
+    curve, evals = list(state["curve"]), list(state["evals"])
+    elapsed = float(state.get("seconds", 0.0))
+    n_adv = int(round(cfg.adv_share * cfg.batch_size)) if cfg.adv_steps and cfg.adv_rms > 0 else 0
+    for step in tqdm(range(state["step"], cfg.steps), desc="judge foundation", unit="step", mininterval=5,
+                     initial=state["step"], total=cfg.steps):
+        rng = step_rng(cfg.seed, 3, step)
+        anchor = cfg.anchor_prob_early if step < cfg.anchor_fraction * cfg.steps else cfg.anchor_prob_late
+        firsts, seconds, queries, labels, picked, dims = pair_batch(train, rng, cfg.batch_size, cfg, candidates,
+                                                                    anchor)
+        first, second, p = to_float(firsts), to_float(seconds), torch.as_tensor(labels)
+        if n_adv:  # the last n_adv pairs: attacked, re-scored by the world, trained with the true answer
+            a, b = adversarial_images(judge, first[-n_adv:], second[-n_adv:], queries[-n_adv:], p[-n_adv:],
+                                      cfg.adv_rms, cfg.adv_steps)
+            first, second = torch.cat([first[:-n_adv], a]), torch.cat([second[:-n_adv], b])
+            p = torch.cat([p[:-n_adv], rescore(a, b, picked[-n_adv:], dims[-n_adv:], cfg.label_temperature)])
+        loss, margin = soft_yes_no_loss(judge, first, second, queries, p)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
@@ -185,23 +396,67 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
         sched.step()
         curve.append(loss.item())
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            log({"pretrain/loss": float(np.mean(curve[-cfg.log_every:]))}, step)
+            decided = (p - 0.5).abs() > 0.1
+            acc = float(((margin > 0) == (p > 0.5))[decided].float().mean()) if decided.any() else float("nan")
+            log({"pretrain/loss": float(np.mean(curve[-cfg.log_every:])), "pretrain/train_accuracy": acc,
+                 "pretrain/lr": sched.get_last_lr()[0]}, step)
+        done = step + 1
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            metrics = evaluate_pairs(judge, held)
+            evals.append({"step": done, **metrics})
+            log(metrics, done)
+        if ckpt and done % cfg.checkpoint_every == 0:
+            ckpt.save(done, {"judge": module_tensors(judge.model)},
+                      {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                      {"step": done, "curve": curve, "evals": evals,
+                       "seconds": elapsed + time.perf_counter() - t0})
     judge.eval()
-    metrics = evaluate(judge, eval_bank)
-    if cfg.pair_share > 0:
-        metrics.update(evaluate_pairs(judge, samples[:n_eval], np.random.default_rng(cfg.seed + 1)))
+    metrics = evaluate_pairs(judge, held)
+    metrics["pretrain/final_loss"] = float(np.mean(curve[-50:]))
+    evals.append({"step": cfg.steps, **metrics})
     log(metrics, cfg.steps)
     judge.save(cfg.out_dir)
-    summary = {"out_dir": cfg.out_dir, "metrics": metrics, "n_questions": len(questions),
-               "judge_params": judge.num_parameters(), "final_loss": float(np.mean(curve[-20:])),
-               "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
-    atomic_write_json(Path(cfg.out_dir) / "pretraining.json", summary)
+    summary = {"out_dir": cfg.out_dir, "metrics": metrics, "evals": evals, "n_heldout_pairs": len(held[2]),
+               "judge_params": judge.num_parameters(), "final_loss": metrics["pretrain/final_loss"],
+               "seconds": time.perf_counter() - t0, "seconds_including_resumed": elapsed + time.perf_counter() - t0,
+               "config": asdict(cfg)}
+    report = Path(cfg.out_dir).parent / f"{Path(cfg.out_dir).name}_report"
+    summary["artifacts"] = [str(curves_plot(curve, evals, report / "judge_foundation.png"))]
+    atomic_write_json(report / "pretraining.json", summary)
     return summary
+
+
+def curves_plot(curve: list[float], evals: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    k = max(1, len(curve) // 100)
+    axes[0].plot(np.convolve(curve, np.ones(k) / k, mode="valid"))
+    axes[0].set_title("soft Yes/No loss")
+    axes[0].set_xlabel("step")
+    steps = [e["step"] for e in evals]
+    for key in sorted({k for e in evals for k in e if k.startswith("pretrain/heldout_accuracy/")}):
+        axes[1].plot(steps, [e.get(key, np.nan) for e in evals], label=key.rsplit("/", 2)[-2] + "/" +
+                     key.rsplit("/", 1)[-1], marker=".")
+    axes[1].plot(steps, [e["pretrain/heldout_accuracy"] for e in evals], "k-", lw=2, label="mean")
+    axes[1].set_title("held-out accuracy (world labels, gap >= 0.03)")
+    axes[1].set_xlabel("step")
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = parse_cli(JudgePretrainConfig, __doc__, argv)
-    print(json.dumps(pretrain_judge(cfg), indent=2))
+    summary = pretrain_judge(cfg)
+    summary.pop("evals")
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ class RLConfig:
     base_dir: str = field("outputs/tiny/base_model", "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
     judge_dir: str = field("outputs/tiny/judge", "trained judge directory (Judge.save layout)")
     train_dir: str = field("data/tiny/train", "training conditions (manifest.jsonl)")
-    eval_dir: str = field("data/tiny/benchmark", "held-out conditions for the reward-hacking guard")
+    eval_dir: str = field("data/tiny/validation", "validation conditions for the reward-hacking guard and the "
+                                                  "best-step record (never the benchmark)")
     out_dir: str = field("outputs/tiny/policy", "released model goes to out_dir/<reference>/")
     reference: str = field("static", "static: frozen base (Algorithm 1) | dynamic: EMA policy (Algorithm 2)")
     # task mix and batches
@@ -170,7 +171,7 @@ class RLConfig:
         values: dict[str, Any] = dict(
             profile=profile, base_dir=str(root / f"outputs/{profile}/base_model"),
             judge_dir=str(root / f"outputs/{profile}/judge"), train_dir=str(root / f"data/{profile}/train"),
-            eval_dir=str(root / f"data/{profile}/benchmark"), out_dir=str(root / f"outputs/{profile}/policy"))
+            eval_dir=str(root / f"data/{profile}/validation"), out_dir=str(root / f"outputs/{profile}/policy"))
         if profile == "smoke":
             values.update(batch_size=4, steps=6, lr=1e-3, warmup=0, denoise_steps=4, ema_tau=0.9,
                           sample_every=3, checkpoint_every=3, guard_every=3, guard_per_task=2)

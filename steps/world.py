@@ -16,9 +16,15 @@ and closer than COLOUR_MAX_DIST (Euclidean RGB). All scores lie in [0, 1], highe
 - text_alignment  = objects: 0.5 * recall + 0.5 * IoU of R and C; words: IoU of R and C, where R / C are
                     the M pixels where t / c show the requested colour (recall = |R & C| / |R|)
 - structure       = clip(mean_M SSIM map(gray c, gray t; 7x7 window, data range 1), 0, 1)
-- aesthetics      = exp(-(max(0, ln r) + 0.5 * max(0, -ln r))), r = (E(c) + eps) / (E(t) + eps), E = mean
-                    |4-neighbour Laplacian of gray| over M dilated by 2 px (seams count), eps = 0.01: excess
-                    high-frequency energy (noise, artefacts) costs fully, missing detail (blur) at half weight
+- aesthetics      = exp(-(A + 0.5 * B)), scored on what an annotator sees: L = |4-neighbour Laplacian of gray|,
+                    R = M dilated by 2 px (seams count), K = the kept ring of 4 px around R (visible context).
+                    A (artefacts) = max(0, ln((Q25_R L(c) + eps) / (max(Q25_K L(s), Q25_R L(t)) + eps))), Q25 =
+                    25th percentile: the region's texture level against its surroundings' (a low percentile
+                    ignores the sparse edges of drawn content; noise and blotches raise it everywhere; the
+                    target's own level only counts where correctly drawn content is denser, e.g. a word); B (blur) = max(0, ln((P98_R L(t) + eps) /
+                    (P98_R L(c) + eps))) only where the region should hold visible edges (P98_R L(t) >
+                    AESTHETICS_EDGE: a drawn object or word), else 0: a blurred shape is visible, the
+                    low-amplitude background texture of the hidden target is not; eps = 0.01
 - removal_quality = exp(-mean_M |c - t| / REMOVAL_TAU) * (1 - |O & C| / |O|), O = M pixels where s shows
                     the removed object's colour, C = where c shows it                  (tau = 0.1)
 """
@@ -57,6 +63,10 @@ REMOVAL_TAU = 0.1
 COLOUR_MAX_DIST = 0.4
 AESTHETICS_EPS = 0.01
 AESTHETICS_BLUR_WEIGHT = 0.5  # missing detail counts less than added artefacts
+AESTHETICS_RING = 4  # px of kept context around the edited region that sets the expected texture level
+AESTHETICS_TEXTURE_Q = 25  # percentile of |Laplacian| that measures texture level (edges of drawn content are sparse)
+AESTHETICS_EDGE = 0.03  # P98 |Laplacian| above which a region shows drawn edges (background texture: < 0.01)
+AESTHETICS_EDGE_Q = 98  # percentile of |Laplacian| that measures the strongest edges (an object's outline)
 SSIM_WIN = 7
 EXTEND_FILL_GREY = 128  # what the model sees in the region to outpaint
 SUPERSAMPLE = 4  # shapes and glyphs are drawn at 4x and box-filtered down (anti-aliased edges)
@@ -378,10 +388,29 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def _hf_energy(gray: np.ndarray, region: np.ndarray) -> float:
+def _abs_laplacian(gray: np.ndarray) -> np.ndarray:
     p = np.pad(gray, 1, mode="edge")
-    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * gray
-    return float(np.abs(lap)[region].mean())
+    return np.abs(p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * gray)
+
+
+def aesthetics_score(cand: np.ndarray, src: np.ndarray, tgt: np.ndarray, inside: np.ndarray) -> float:
+    """The aesthetics formula of the module docstring; images float in [0, 1], ``inside``: HxW bool."""
+    region = _dilate(inside, 2)
+    ring = _dilate(inside, 2 + AESTHETICS_RING) & ~region
+    if not ring.any():
+        ring = ~region if (~region).any() else region
+    lap_c, lap_s, lap_t = (_abs_laplacian(_gray(x)) for x in (cand, src, tgt))
+    eps = AESTHETICS_EPS
+    # the expected texture level: the kept surroundings', or the requested content's own where it is denser
+    # (a correctly drawn word fills a small region with edges); never the hidden background texture alone
+    expected = max(float(np.percentile(lap_s[ring], AESTHETICS_TEXTURE_Q)),
+                   float(np.percentile(lap_t[region], AESTHETICS_TEXTURE_Q)))
+    artefacts = max(0.0, math.log((float(np.percentile(lap_c[region], AESTHETICS_TEXTURE_Q)) + eps) / (expected + eps)))
+    edges_t = float(np.percentile(lap_t[region], AESTHETICS_EDGE_Q))
+    blur = 0.0
+    if edges_t > AESTHETICS_EDGE:
+        blur = max(0.0, math.log((edges_t + eps) / (float(np.percentile(lap_c[region], AESTHETICS_EDGE_Q)) + eps)))
+    return math.exp(-artefacts - AESTHETICS_BLUR_WEIGHT * blur)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -389,8 +418,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
-def score(candidate: np.ndarray, sample: Sample) -> dict[str, float]:
-    """Ground-truth score in [0, 1] (higher = better) on every dimension of the sample's task.
+def score(candidate: np.ndarray, sample: Sample, dims: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Ground-truth score in [0, 1] (higher = better) on every dimension of the sample's task (or ``dims``).
 
     `candidate`: HxWx3 uint8, or float in [0, 1]; formulas in the module docstring."""
     if np.shape(candidate) != sample.target.shape:
@@ -400,7 +429,7 @@ def score(candidate: np.ndarray, sample: Sample) -> dict[str, float]:
     inside = sample.mask > 127
     colour = sample.meta["colour"]
     scores = {}
-    for dim in dimensions_for(sample.task, sample.prompt):
+    for dim in dims or dimensions_for(sample.task, sample.prompt):
         if dim == "consistency":
             outside = ~inside
             mae = float(np.abs(cand - src)[outside].mean()) if outside.any() else 0.0
@@ -418,10 +447,7 @@ def score(candidate: np.ndarray, sample: Sample) -> dict[str, float]:
                                                 full=True)
             value = float(ssim_map[inside].mean())
         elif dim == "aesthetics":
-            region = _dilate(inside, 2)
-            e_c, e_t = _hf_energy(_gray(cand), region), _hf_energy(_gray(tgt), region)
-            log_r = math.log((e_c + AESTHETICS_EPS) / (e_t + AESTHETICS_EPS))
-            value = math.exp(-max(log_r, 0.0) - AESTHETICS_BLUR_WEIGHT * max(-log_r, 0.0))
+            value = aesthetics_score(cand, src, tgt, inside)
         else:  # removal_quality
             obj = shows_colour(src, sample.background, colour) & inside
             left = shows_colour(cand, sample.background, colour) & obj

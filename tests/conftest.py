@@ -18,7 +18,7 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough for seconds, big enough to hold every task.
-TEST_PARAMS = {"size": 32, "seed": 0, "n_train": 24, "n_benchmark_per_task": 3}
+TEST_PARAMS = {"size": 32, "seed": 0, "n_train": 24, "n_benchmark_per_task": 3, "n_validation_per_task": 3}
 
 
 def make_dvc_project(root: Path, params: dict | None = None) -> Path:

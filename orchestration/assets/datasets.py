@@ -9,8 +9,9 @@ from orchestration.resources import DvcResource, MlflowResource, ProjectResource
 
 TRAIN = dg.AssetKey("train_conditions")
 BENCHMARK = dg.AssetKey("benchmark_conditions")
+VALIDATION = dg.AssetKey("validation_conditions")
 PHOTOS = dg.AssetKey("photo_benchmark")
-SPLIT_DIRS = {TRAIN: "train", BENCHMARK: "benchmark", PHOTOS: "photos"}
+SPLIT_DIRS = {TRAIN: "train", VALIDATION: "validation", BENCHMARK: "benchmark", PHOTOS: "photos"}
 DATA_GROUP = "datasets"
 
 
@@ -50,6 +51,9 @@ def _record(context, project: ProjectResource, mlflow: MlflowResource, stage: st
                      "(fill / extend / removal with ground truth), built by DVC stage world@<profile>."),
         dg.AssetSpec(BENCHMARK, group_name=DATA_GROUP, description="Held-out benchmark conditions of the "
                      "synthetic world, balanced per task, with ground truth."),
+        dg.AssetSpec(VALIDATION, group_name=DATA_GROUP, description="Validation conditions of the synthetic "
+                     "world, balanced per task, disjoint from the benchmark: everything that selects or stops "
+                     "during training (the RL guard, release selection) reads this split, never the benchmark."),
     ],
     pool="dvc",
 )
@@ -60,7 +64,7 @@ def world_datasets(context: dg.AssetExecutionContext, project: ProjectResource, 
     rebuilt = dvc.repro(stage)
     context.log.info(f"{stage}: {'rebuilt' if rebuilt else 'up to date, not rebuilt'}")
     hashes = dvc.out_hashes(stage)
-    for key in (TRAIN, BENCHMARK):
+    for key in (TRAIN, VALIDATION, BENCHMARK):
         yield _record(context, project, mlflow, stage, rebuilt, hashes, key)
 
 

@@ -10,6 +10,7 @@ from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
 from steps.annotate import AnnotateConfig
 from steps.candidates import CandidatesConfig
+from steps.foundations import FOUNDATION_PROFILES
 from steps.judge import JudgeConfig
 from steps.judge_eval import AgreementConfig
 from steps.judge_pretrain import JudgePretrainConfig
@@ -45,16 +46,19 @@ def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: st
 @dg.asset(key=JUDGE_PRETRAIN, group_name=JUDGE_GROUP, deps=[TRAIN])
 def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, project: ProjectResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
-    """A judge that sees before it judges: single-image Yes/No questions about the world's ground truth.
+    """The judge's starting point, the analogue of a pretrained VLM: its own comparison question on pairs the
+    world's scores label, with hard negatives and adversarial perturbations (steps.judge_pretrain).
 
-    The tiny analogue of a VLM's pretraining; depends only on the world, so it runs beside base_model.
-    flux: skipped -- the pretrained Qwen2.5-VL (ONEREWARD_JUDGE_PATH) takes its place.
+    tiny: the shipped foundation (foundations/tiny/judge, made by `make foundations`), hashes checked.
+    smoke: pretrained here in seconds. flux: skipped -- Qwen2.5-VL (ONEREWARD_JUDGE_PATH) takes its place.
     """
     from steps.judge_pretrain import pretrain_judge
 
     if project.profile == "flux":
         return dg.MaterializeResult(metadata={"skipped": "flux starts from Qwen2.5-VL",
                                               "judge_path": os.environ.get("ONEREWARD_JUDGE_PATH", "")})
+    if project.profile in FOUNDATION_PROFILES:
+        return _installed_judge(context, project, mlflow)
     cfg = JudgePretrainConfig.for_profile(project.profile, project.root_path, **overrides(config))
     summary, run_id, tracker = _tracked(context, mlflow, project, "judge_pretrain", vars(cfg),
                                         lambda log: pretrain_judge(cfg, log))
@@ -63,6 +67,29 @@ def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig,
         "path": dg.MetadataValue.path(summary["out_dir"]), "mlflow_run_id": run_id,
         "seconds": round(summary["seconds"], 1), "judge_params": summary["judge_params"],
         **{k.replace("pretrain/", ""): round(v, 4) for k, v in summary["metrics"].items()}})
+
+
+def _installed_judge(context, project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from pathlib import Path
+
+    from steps.foundations import install_foundation
+
+    dest = project.root_path / f"outputs/{project.profile}/judge_pretrained"
+    record = install_foundation(project.profile, "judge", dest, project.root_path)
+    tracker, run_id = mlflow.start_run(context, project.profile, "judge_pretrain")
+    tracker.log_params(run_id, {"foundation": record["path"], "foundation_commit": record["commit"],
+                                "foundation_command": record["command"]})
+    tracker.log_metrics(run_id, record["metrics"])
+    plots = sorted(Path(record["report_dir"]).glob("*.png"))
+    for path in plots:
+        tracker.log_artifact(run_id, path, "report")
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(dest)), "mlflow_run_id": run_id,
+        "foundation": dg.MetadataValue.path(record["path"]), "foundation_command": record["command"],
+        "foundation_commit": record["commit"], "foundation_hours": round(record["wall_seconds_total"] / 3600, 2),
+        "curves": dg.MetadataValue.md("\n\n".join(image_md(p) for p in plots)),
+        **{k.replace("pretrain/", ""): round(v, 4) for k, v in record["metrics"].items()}})
 
 
 @dg.asset(key=CANDIDATES, group_name=JUDGE_GROUP, deps=[BASE_MODEL, TRAIN], pool="dvc")
@@ -158,6 +185,7 @@ def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfi
     metrics.update({f"agreement_clean/{c}": r["clean_accuracy"] for c, r in result["table"].items()
                     if r["clean_accuracy"] is not None})
     metrics["agreement/mean"] = result["mean_accuracy"]
+    metrics.update(result.get("probe", {}).get("metrics", {}))
     tracker.log_metrics(run_id, metrics)
     tracker.log_artifact(run_id, result["chart"], "agreement")
     tracker.set_tags(run_id, {"gate": "passed" if result["passed"] else "failed",
@@ -167,6 +195,7 @@ def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfi
         "gate": "passed" if result["passed"] else "FAILED", "mlflow_run_id": run_id,
         "mean_accuracy": round(result["mean_accuracy"], 4), "n_heldout": result["n_heldout"],
         "table": dg.MetadataValue.md(result["markdown"]), "chart": dg.MetadataValue.md(image_md(result["chart"])),
+        "gradient_probe": dg.MetadataValue.md(result.get("probe_markdown", "probe off (probe_per_cell=0)")),
         "reasons": dg.MetadataValue.json(result["reasons"]), "warnings": dg.MetadataValue.json(result["warnings"])})
 
 

@@ -10,6 +10,7 @@ from orchestration.assets.datasets import BENCHMARK, TRAIN
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import MlflowResource, ProjectResource
 from steps.base import BaseConfig
+from steps.foundations import FOUNDATION_PROFILES
 
 BASE_MODEL = dg.AssetKey("base_model")
 MODELS_GROUP = "models"
@@ -33,7 +34,8 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
                mlflow: MlflowResource) -> dg.MaterializeResult:
     """The base fill model (FluxFillPipeline) that RL starts from and that sampled the preference candidates.
 
-    smoke/tiny: pretrained here on the synthetic world (VAE, then flow matching on all three tasks).
+    tiny: the shipped foundation (foundations/tiny/base, made by `make foundations`), hashes checked.
+    smoke: pretrained here on the synthetic world in seconds (VAE, then flow matching on all three tasks).
     flux: FLUX.1-Fill-dev from ONEREWARD_FLUX_PATH (optionally ONEREWARD_TRANSFORMER_PATH), recorded by path
     and content hash, not trained.
     """
@@ -50,6 +52,8 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
             metadata["transformer_sha256"] = dir_digest(os.environ[TRANSFORMER_PATH_ENV])
             digest = digest + metadata["transformer_sha256"]
         return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]), metadata=metadata)
+    if project.profile in FOUNDATION_PROFILES:
+        return _installed_base(context, project, mlflow)
     cfg = BaseConfig.for_profile(project.profile, project.root_path, **overrides(config))
     tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
     tracker.log_params(run_id, {k: v for k, v in vars(cfg).items()})
@@ -71,5 +75,40 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
             "quality": dg.MetadataValue.md(quality_md(result)),
             "samples": dg.MetadataValue.md("\n\n".join(image_md(p) for p in result["grids"])),
             "losses": dg.MetadataValue.md(image_md(result["loss_plot"])),
+        },
+    )
+
+
+def _installed_base(context, project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The shipped foundation, checked against its provenance and copied to the pipeline's base_model folder."""
+    from steps.foundations import install_foundation
+    from steps.hashing import dir_digest
+
+    dest = project.root_path / f"outputs/{project.profile}/base_model"
+    record = install_foundation(project.profile, "base", dest, project.root_path)
+    tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
+    tracker.log_params(run_id, {"foundation": record["path"], "foundation_commit": record["commit"],
+                                "foundation_command": record["command"]})
+    tracker.log_metrics(run_id, record["metrics"])
+    grids = sorted(Path(record["report_dir"]).glob("*.png"))
+    for path in grids:
+        tracker.log_artifact(run_id, path, "report")
+    tracker.end_run(run_id)
+    digest = dir_digest(dest)
+    quality = {k.removeprefix("world_score/base/"): v for k, v in record["metrics"].items()
+               if k.startswith("world_score/base/")}
+    telea = {k.removeprefix("world_score/telea/"): v for k, v in record["metrics"].items()
+             if k.startswith("world_score/telea/")}
+    rows = ["| task/dimension | base | telea |", "|---|---|---|"]
+    rows += [f"| {k} | {v:.3f} | {telea.get(k, float('nan')):.3f} |" for k, v in quality.items()]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(digest[:16]),
+        metadata={
+            "path": dg.MetadataValue.path(str(dest)), "sha256": digest, "mlflow_run_id": run_id,
+            "foundation": dg.MetadataValue.path(record["path"]), "foundation_command": record["command"],
+            "foundation_commit": record["commit"], "foundation_hours": round(record["wall_seconds_total"] / 3600, 2),
+            "quality": dg.MetadataValue.md("World scores on held-out world conditions (synthetic ground truth), "
+                                           "measured by the foundation job:\n\n" + "\n".join(rows)),
+            "samples": dg.MetadataValue.md("\n\n".join(image_md(p) for p in grids)),
         },
     )

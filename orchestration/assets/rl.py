@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.datasets import BENCHMARK, TRAIN
+from orchestration.assets.datasets import TRAIN, VALIDATION
 from orchestration.assets.evaluation import POLICY
 from orchestration.assets.judge import AGREEMENT
 from orchestration.assets.models import BASE_MODEL, image_md
@@ -64,7 +64,7 @@ def discard_stale_checkpoints(cfg: RLConfig) -> bool:
     return True
 
 
-@dg.asset(key=POLICY, group_name=RL_GROUP, deps=[BASE_MODEL, AGREEMENT, TRAIN, BENCHMARK],
+@dg.asset(key=POLICY, group_name=RL_GROUP, deps=[BASE_MODEL, AGREEMENT, TRAIN, VALIDATION],
           pool="gpu" if os.environ.get("ONEREWARD_PROFILE") == "flux" else None)
 def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: ProjectResource,
            mlflow: MlflowResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from orchestration.assets.datasets import BENCHMARK, PHOTOS, TRAIN, manifest_path
+from orchestration.assets.datasets import BENCHMARK, PHOTOS, TRAIN, VALIDATION, manifest_path
 from orchestration.resources import ProjectResource
 
 CHECK_NAME = "great_expectations_suite"
@@ -31,4 +31,4 @@ def _gx_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
     return _check
 
 
-dataset_checks = [_gx_check(k) for k in (TRAIN, BENCHMARK, PHOTOS)]
+dataset_checks = [_gx_check(k) for k in (TRAIN, VALIDATION, BENCHMARK, PHOTOS)]

@@ -6,7 +6,8 @@ import dagster as dg
 
 from orchestration.definitions import defs
 
-ASSETS = {"train_conditions", "benchmark_conditions", "photo_benchmark", "base_model", "judge_pretrain",
+ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark", "base_model",
+          "judge_pretrain",
           "preference_candidates", "preference_pairs", "judge", "judge_agreement", "policy", "competitor_outputs",
           "benchmark_report", "fill_model_registration", "judge_registration"}
 
@@ -20,6 +21,7 @@ def test_definitions_load_with_expected_graph():
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert checks == {("train_conditions", "great_expectations_suite"), ("benchmark_conditions", "great_expectations_suite"),
+                      ("validation_conditions", "great_expectations_suite"),
                       ("photo_benchmark", "great_expectations_suite"), ("judge_agreement", "agreement_gate")}
     for key in graph.asset_check_keys:
         assert graph.get_check_spec(key).blocking, key
@@ -29,6 +31,7 @@ def test_definitions_load_with_expected_graph():
 
     assert "judge_agreement" in parents("policy") and "base_model" in parents("policy")
     assert parents("judge") == {"judge_pretrain", "preference_pairs"}
+    assert "validation_conditions" in parents("policy") and "benchmark_conditions" not in parents("policy")
     assert "judge_pretrain" not in {k.to_user_string() for k in graph.get(dg.AssetKey("base_model")).parent_keys}
     assert parents("benchmark_report") == {"competitor_outputs", "judge"}
     for key in graph.get_all_asset_keys():

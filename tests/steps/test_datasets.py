@@ -22,20 +22,23 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-CFG = DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2)
+CFG = DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2, n_validation_per_task=1)
 
 
 def test_world_splits_are_deterministic_and_complete(tmp_path):
     counts = build_world(CFG, tmp_path / "a")
     build_world(CFG, tmp_path / "b")
-    assert counts == {"train": 20, "benchmark": 6}
-    for split in ("train", "benchmark"):
+    assert counts == {"train": 20, "benchmark": 6, "validation": 3}
+    for split in ("train", "validation", "benchmark"):
         assert tree_digest(tmp_path / "a" / split) == tree_digest(tmp_path / "b" / split)
     bench = read_manifest(tmp_path / "a" / "benchmark" / "manifest.jsonl")
     assert [c.task for c in bench] == ["fill"] * 2 + ["extend"] * 2 + ["removal"] * 2
     assert all(c.target is not None and (c.target.parent.parent / c.meta["background"]).exists() for c in bench)
     train_ids = {c.id for c in read_manifest(tmp_path / "a" / "train" / "manifest.jsonl")}
     assert not train_ids & {c.id for c in bench}, "benchmark must be held out"
+    val = read_manifest(tmp_path / "a" / "validation" / "manifest.jsonl")
+    assert [c.task for c in val] == ["fill", "extend", "removal"]
+    assert not {c.id for c in val} & (train_ids | {c.id for c in bench}), "validation is disjoint from both"
 
 
 def test_load_samples_limits_read_only_the_kept_conditions(tmp_path, monkeypatch):
@@ -73,7 +76,7 @@ def test_failed_build_leaves_previous_split_untouched(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         build_world(DatasetConfig(size=32, n_train=20, n_benchmark_per_task=2, seed=5), tmp_path)
     assert tree_digest(tmp_path / "train") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark", "train"], "no temp folders left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark", "train", "validation"], "no temp folders left behind"
 
 
 def test_photo_split(tmp_path):

@@ -13,7 +13,7 @@ from steps.candidates import CandidatesConfig, generate_candidates, read_candida
 from steps.datasets import DatasetConfig, build_world, load_samples
 from steps.judge import JudgeConfig, easy_loser, train_judge
 from steps.judge_eval import AgreementConfig, gate, run_agreement, split_of, wilson
-from steps.judge_pretrain import JudgePretrainConfig, pretrain_judge, questions_for
+from steps.judge_pretrain import JudgePretrainConfig, pretrain_judge
 from steps.manifest import ManifestError
 from steps.preferences import read_pairs
 from steps.world import DIMENSIONS, dimensions_for, score
@@ -81,22 +81,62 @@ def test_easy_losers_are_worse_on_their_dimension():
             assert score(easy_loser(s, dim, rng), s)[dim] < score(s.target, s)[dim] - 0.05, (task, dim)
 
 
-def test_pretrain_questions_are_true_to_ground_truth():
+def test_pretraining_pairs_are_labelled_by_the_world():
+    from steps.judge_pretrain import pair_batch, soft_label
+    from steps.world import WorldConfig, make_sample, score
+
+    samples = [make_sample(WorldConfig(size=32), i, t) for i in range(12) for t in ("fill", "extend", "removal")]
+    cfg = JudgePretrainConfig(profile="smoke")
+    firsts, seconds, queries, labels, picked, dims = pair_batch(samples, np.random.default_rng(0), 40, cfg,
+                                                                anchor_prob=0.5)
+    for a, b, p, s, d in zip(firsts, seconds, labels, picked, dims):
+        assert p == pytest.approx(soft_label(score(a, s, (d,))[d], score(b, s, (d,))[d], cfg.label_temperature))
+    assert (labels > 0.7).any() and (labels < 0.3).any(), "both orders of clear pairs occur"
+    assert len(set(queries)) > 5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hard_negative_textures_lose_against_the_target(seed):
+    from steps.judge_pretrain import variant
+    from steps.world import WorldConfig, dimensions_for, make_sample, score
+
+    rng = np.random.default_rng(seed)
+    for i in range(6):
+        s = make_sample(WorldConfig(size=64), i, "fill")
+        textured = variant(s, rng, "texture")
+        assert textured.shape == s.target.shape and textured.dtype == np.uint8
+        worse = [score(textured, s)[d] < score(s.target, s)[d] for d in dimensions_for(s.task, s.prompt)]
+        assert sum(worse) >= 2, "a texture in the edited region is worse on most dimensions"
+
+
+def test_adversarial_images_stay_within_budget_and_raise_the_loss():
+    import torch
+
+    from steps.judge_pretrain import adversarial_images, soft_yes_no_loss, to_float
+    from steps.models.judge import Judge, spec_for
     from steps.world import WorldConfig, make_sample
 
-    rng = np.random.default_rng(0)
-    items = [it for i in range(30) for it in questions_for(make_sample(WorldConfig(size=32), i, "fill"), rng)]
-    answers = np.array([a for _, _, a, _ in items])
-    assert 0.35 < answers.mean() < 0.65, "balanced enough that the prior alone does not win"
-    assert {k for *_, k in items} >= {"object", "colour", "clean", "sharp"}
+    judge = Judge.build(spec_for("smoke"))
+    samples = [make_sample(WorldConfig(size=32), i, "removal") for i in range(4)]
+    first, second = to_float(np.stack([s.target for s in samples])), to_float(np.stack([s.image for s in samples]))
+    q = ["Is the first image better than the second?"] * 4
+    p = torch.ones(4)
+    a, b = adversarial_images(judge, first, second, q, p, budget=0.03, steps=3)
+    for x, x0 in ((a, first), (b, second)):
+        rms = (x - x0).pow(2).flatten(1).mean(1).sqrt()
+        assert (rms <= 0.03 + 1e-5).all() and (rms > 0.005).any()
+    with torch.no_grad():
+        before, _ = soft_yes_no_loss(judge, first, second, q, p)
+        after, _ = soft_yes_no_loss(judge, a, b, q, p)
+    assert after > before
 
 
 def test_judge_training_and_agreement_gate(prefs, tmp_path):
     root, _ = prefs
     pre = pretrain_judge(JudgePretrainConfig(profile="smoke", train_dir=str(root / "data/train"),
-                                             out_dir=str(tmp_path / "pre"), steps=5, batch_size=8, n_samples=24,
-                                             pair_share=0.5))
-    assert set(pre["metrics"]) >= {"pretrain/accuracy", "pretrain/pair_accuracy"}
+                                             out_dir=str(tmp_path / "pre"), steps=5, batch_size=8,
+                                             eval_conditions=6))
+    assert "pretrain/heldout_accuracy" in pre["metrics"] and pre["evals"][-1]["step"] == 5
     logged = []
     summary = train_judge(JudgeConfig(profile="smoke", init_dir=str(tmp_path / "pre"), pairs_dir=str(root / "prefs"),
                                       train_dir=str(root / "data/train"), out_dir=str(tmp_path / "judge"),
@@ -113,6 +153,11 @@ def test_judge_training_and_agreement_gate(prefs, tmp_path):
     assert (tmp_path / "agree" / "agreement.png").exists() and "SIMULATED" in result["markdown"]
     assert result["passed"] == all(r["accuracy"] >= r["threshold"] for r in result["table"].values()) \
         and not result["warnings"]
+    probe = result["probe"]
+    assert set(probe["cells"]) == {"0.03", "0.12"} and "Gradient probe" in result["probe_markdown"]
+    for key, cells in probe["cells"].items():
+        assert set(cells) <= set(result["table"]) and all(0 < c["p_yes_end"] < 1 for c in cells.values())
+        assert probe["metrics"][f"probe/{key}/mean_truth_change"] == probe["summary"][key]["mean_truth_change"]
 
 
 def test_gate_rules():

@@ -31,7 +31,7 @@ def smoke(tmp_path_factory) -> Path:
     from steps.preferences import QUERY_TEMPLATE
 
     root = tmp_path_factory.mktemp("rl_smoke")
-    build_world(DatasetConfig(size=32, n_train=48, n_benchmark_per_task=3), root / "data")
+    build_world(DatasetConfig(size=32, n_train=48, n_benchmark_per_task=3, n_validation_per_task=3), root / "data")
     save_pipeline(build_tiny_fill_pipeline(spec_for("smoke"), seed=0), root / "base", spec_for("smoke"))
     Judge.build(judge_spec("smoke"), seed=0, corpus=[QUERY_TEMPLATE]).save(root / "judge")
     return root
@@ -42,7 +42,7 @@ def config(smoke: Path, out: Path, **overrides) -> RLConfig:
         base_dir=str(smoke / "base"),
         judge_dir=str(smoke / "judge"),
         train_dir=str(smoke / "data/train"),
-        eval_dir=str(smoke / "data/benchmark"),
+        eval_dir=str(smoke / "data/validation"),
         out_dir=str(out),
     )
     return RLConfig.for_profile("smoke", **{**paths, **overrides})

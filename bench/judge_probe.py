@@ -1,0 +1,54 @@
+"""The judge's gradient probe from the command line (steps/judge_probe.py says what it measures).
+
+    python bench/judge_probe.py --judge outputs/tiny/judge --pairs data/tiny/preferences --train data/tiny/train
+    python bench/judge_probe.py --judge foundations/tiny/judge ...      # the foundation, before fine-tuning
+
+Start images: the first candidate of each held-out condition of the preference data (the same held-out split
+as the agreement table). Prints the per-cell table for RMS budgets 0.03 and 0.12 and the machine it ran on;
+``--out`` saves the whole result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from bench.benchlib import machine, machine_line
+    from steps.judge_eval import load_preference_data
+    from steps.judge_probe import heldout_items, probe_markdown, run_probe
+    from steps.models.judge import Judge
+    from steps.runtime import setup
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--judge", default="outputs/tiny/judge")
+    ap.add_argument("--pairs", default="data/tiny/preferences")
+    ap.add_argument("--train", default="data/tiny/train")
+    ap.add_argument("--heldout-fraction", type=float, default=0.25)
+    ap.add_argument("--per-cell", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    setup(threads=args.threads)
+    t0 = time.perf_counter()
+    data = load_preference_data(args.pairs, args.train, args.heldout_fraction)
+    judge = Judge.load(args.judge).eval()
+    result = run_probe(judge, heldout_items(data), per_cell=args.per_cell)
+    result["machine"] = machine()
+    result["seconds"] = time.perf_counter() - t0
+    print(f"{args.judge}: {machine_line(result['machine'])}; {result['seconds']:.0f} s")
+    print(probe_markdown(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

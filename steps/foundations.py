@@ -1,0 +1,254 @@
+"""Recipe: the foundations of a built-from-config profile -- the pretrained base fill model and judge that the
+pipeline then fine-tunes, as the paper fine-tunes FLUX.1-Fill-dev and Qwen2.5-VL-7B that others pretrained.
+
+    make foundations                                              # tiny, both models, hours of CPU
+    python -m steps.foundations --set profile=tiny --set part=base --set threads=1    # one model per core
+    python -m steps.foundations --set profile=tiny --set part=judge --set threads=1
+    python -m steps.foundations --set profile=smoke --set out_dir=/tmp/f               # seconds (tests)
+
+Both parts train on a pool of world conditions at indices no train, validation or benchmark sample has
+(steps.training.FOUNDATION_INDEX_OFFSET), checkpoint every ``checkpoint_every`` steps under
+``<out_dir>/checkpoints/<part>/`` and resume from there when run again (exactly, on CPU). When a part
+finishes, its model is written to ``<out_dir>/<part>/`` (safetensors) and ``<out_dir>/provenance.json``
+records the command, the commit, the steps, the wall time, the final metrics and the sha256 of every file.
+The `tiny` profile's pipeline loads ``foundations/tiny/{base,judge}`` and checks those hashes
+(`verify_foundation`): a missing or altered file is an error that names it and this command.
+
+- base: steps.base.pretrain (VAE, then rectified flow matching on all three tasks) on the world pool;
+- judge: steps.judge_pretrain.pretrain_judge -- the judge's own comparison question on pairs whose answer the
+  world's scores give, adversarial perturbations and hard negatives (see that module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from steps.config import field, parse_cli
+
+PARTS = ("base", "judge")
+PROVENANCE = "provenance.json"
+REBUILD = "make foundations  (or: python -m steps.foundations --set profile={profile} --set part={part})"
+
+
+@dataclass(frozen=True)
+class FoundationsConfig:
+    profile: str = field("tiny", "smoke | tiny (flux starts from FLUX.1-Fill-dev and Qwen2.5-VL instead)")
+    part: str = field("all", "base | judge | all")
+    out_dir: str = field("foundations/tiny", "models, provenance.json and checkpoints/ go here")
+    threads: int = field(1, "torch CPU threads (run the two parts side by side with 1 each)")
+    seed: int = field(0, "seed")
+    checkpoint_every: int = field(500, "steps between resumable checkpoints")
+    base_overrides: dict = field({}, "BaseConfig fields that override the profile's foundation defaults")
+    judge_overrides: dict = field({}, "JudgePretrainConfig fields that override the profile's foundation defaults")
+
+    def __post_init__(self):
+        if self.profile not in ("smoke", "tiny"):
+            raise ValueError(f"foundations are for smoke/tiny, got {self.profile!r}")
+        if self.part not in (*PARTS, "all"):
+            raise ValueError(f"part must be one of {PARTS} or 'all', got {self.part!r}")
+
+    def parts(self) -> tuple[str, ...]:
+        return PARTS if self.part == "all" else (self.part,)
+
+
+# The foundation budget per profile: `tiny` is sized for hours of one CPU core per part (BENCHMARKS.md).
+BASE_FOUNDATION = {
+    "smoke": dict(world_pool=160, vae_steps=30, steps=30, checkpoint_every=10),
+    "tiny": dict(world_pool=12000, vae_steps=6000, steps=30000, eval_per_task=24),
+}
+
+
+def base_config(cfg: FoundationsConfig):
+    from steps.base import BaseConfig
+
+    values = dict(BASE_FOUNDATION[cfg.profile], checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+                  threads=cfg.threads, out_dir=str(Path(cfg.out_dir) / "base"),
+                  checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "base"))
+    if cfg.profile == "smoke":
+        values["checkpoint_every"] = BASE_FOUNDATION["smoke"]["checkpoint_every"]
+    values.update(cfg.base_overrides)
+    return BaseConfig.for_profile(cfg.profile, **values)
+
+
+def judge_config(cfg: FoundationsConfig):
+    from steps.judge_pretrain import JudgePretrainConfig
+
+    values = dict(checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, threads=cfg.threads,
+                  out_dir=str(Path(cfg.out_dir) / "judge"),
+                  checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "judge"), world_pool=True)
+    values.update(cfg.judge_overrides)
+    return JudgePretrainConfig.for_profile(cfg.profile, **values)
+
+
+def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """sha256 of every file under ``folder`` by relative path (sorted)."""
+    root = Path(folder)
+    out = {}
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class FoundationError(FileNotFoundError):
+    """A foundation model that is missing or does not match its provenance record."""
+
+
+def verify_foundation(root: str | os.PathLike, part: str, profile: str = "tiny") -> Path:
+    """``<root>/<part>`` after checking every file against ``<root>/provenance.json``; else a clear error."""
+    root = Path(root)
+    rebuild = REBUILD.format(profile=profile, part=part)
+    record_path = root / PROVENANCE
+    if not record_path.is_file():
+        raise FoundationError(f"{record_path}: missing -- the {profile} foundations are not there; rebuild: {rebuild}")
+    record = json.loads(record_path.read_text()).get(part)
+    if not record:
+        raise FoundationError(f"{record_path}: no entry for {part!r}; rebuild: {rebuild}")
+    folder = root / part
+    expected: dict[str, str] = record["sha256"]
+    for rel, digest in expected.items():
+        path = folder / rel
+        if not path.is_file():
+            raise FoundationError(f"{path}: missing (listed in {record_path}); rebuild: {rebuild}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise FoundationError(f"{path}: altered (sha256 differs from {record_path}); rebuild: {rebuild}")
+    extra = sorted(set(file_hashes(folder)) - set(expected))
+    if extra:
+        raise FoundationError(f"{folder}: file(s) not in {record_path}: {extra}; rebuild: {rebuild}")
+    return folder
+
+
+FOUNDATION_PROFILES = ("tiny",)  # profiles whose pipeline loads shipped foundations (smoke builds in seconds)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def foundations_root(profile: str, root: str | os.PathLike = REPO_ROOT) -> Path:
+    return Path(root) / "foundations" / profile
+
+
+def install_foundation(profile: str, part: str, dest: str | os.PathLike,
+                       root: str | os.PathLike = REPO_ROOT) -> dict[str, Any]:
+    """Check ``foundations/<profile>/<part>`` against its provenance and copy it to ``dest`` atomically (the
+    pipeline's working copy, like a model directory read from disk in flux); returns the provenance record."""
+    import shutil
+
+    from steps.io import atomic_dir
+
+    source = verify_foundation(foundations_root(profile, root), part, profile)
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+    record = json.loads((foundations_root(profile, root) / PROVENANCE).read_text())[part]
+    return dict(record, path=str(source), report_dir=str(source.parent / f"{part}_report"))
+
+
+def write_provenance(cfg: FoundationsConfig, part: str, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    from steps.io import atomic_write_json
+    from steps.tracking import git_commit
+
+    root = Path(cfg.out_dir)
+    path = root / PROVENANCE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    record[part] = {
+        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "steps.foundations", *sys.argv[1:]]),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": _machine(),
+        "config": result["config"],
+        "wall_seconds_this_process": round(seconds, 1),
+        "wall_seconds_total": round(result.get("seconds_including_resumed", seconds), 1),
+        "metrics": result["metrics"],
+        "sha256": file_hashes(root / part),
+    }
+    atomic_write_json(path, record)
+    return record[part]
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} thread(s)"
+
+
+def _tracker_log(profile: str, run_name: str, run_id_file: Path):
+    """(log(metrics, step), finish(metrics, artifacts)) on one MLflow run that survives a resume."""
+    from steps.tracking import Tracker
+
+    tracker = Tracker()
+    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    if run_id is None:
+        run_id = tracker.start_run(profile, run_name, tags={"foundation": run_name})
+        run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(run_id + "\n")
+    else:
+        tracker.client.update_run(run_id, status="RUNNING")
+
+    def finish(metrics: dict[str, float], artifacts: list[str], params: dict[str, Any]) -> None:
+        tracker.log_params(run_id, params)
+        tracker.log_metrics(run_id, metrics)
+        for a in artifacts:
+            tracker.log_artifact(run_id, a, "report")
+        tracker.end_run(run_id)
+
+    return (lambda m, s: tracker.log_metrics(run_id, m, s)), finish, run_id
+
+
+def run_base(cfg: FoundationsConfig) -> dict[str, Any]:
+    from steps.base import pretrain
+
+    bcfg = base_config(cfg)
+    log, finish, run_id = _tracker_log(cfg.profile, "foundation_base", Path(bcfg.checkpoint_dir) / "mlflow_run_id")
+    t0 = time.perf_counter()
+    result = pretrain(bcfg, log=log)
+    metrics = {f"world_score/base/{k}": v for k, v in result["quality"].items()}
+    metrics.update({f"world_score/telea/{k}": v for k, v in result["telea_quality"].items()})
+    metrics.update(vae_final_loss=result["vae_final_loss"], final_loss=result["final_loss"])
+    result["metrics"] = metrics
+    finish(metrics, [*result["grids"], result["loss_plot"]], {k: v for k, v in asdict(bcfg).items()})
+    record = write_provenance(cfg, "base", result, time.perf_counter() - t0)
+    return {"part": "base", "mlflow_run_id": run_id, "model_dir": result["model_dir"], **record}
+
+
+def run_judge(cfg: FoundationsConfig) -> dict[str, Any]:
+    from steps.judge_pretrain import pretrain_judge
+
+    jcfg = judge_config(cfg)
+    log, finish, run_id = _tracker_log(cfg.profile, "foundation_judge", Path(jcfg.checkpoint_dir) / "mlflow_run_id")
+    t0 = time.perf_counter()
+    result = pretrain_judge(jcfg, log=log)
+    finish(result["metrics"], result.get("artifacts", []), {k: v for k, v in asdict(jcfg).items()})
+    record = write_provenance(cfg, "judge", result, time.perf_counter() - t0)
+    return {"part": "judge", "mlflow_run_id": run_id, "model_dir": result["out_dir"], **record}
+
+
+def build(cfg: FoundationsConfig) -> list[dict[str, Any]]:
+    from steps.runtime import setup
+
+    setup(threads=cfg.threads)
+    return [run_base(cfg) if part == "base" else run_judge(cfg) for part in cfg.parts()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = parse_cli(FoundationsConfig, __doc__, argv)
+    for record in build(cfg):
+        print(json.dumps({k: record[k] for k in ("part", "model_dir", "wall_seconds_total", "metrics")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The foundation job at smoke size: both parts train, write provenance with hashes, resume exactly after a
+kill, and a missing or altered file is refused with the file and the rebuild command named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from steps import foundations as F
+
+
+class Killed(Exception):
+    pass
+
+
+def _weights(folder):
+    return {f"{p.parent.name}/{k}": v for p in sorted(folder.rglob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+@pytest.fixture(autouse=True)
+def _mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_base_foundation_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
+    full = F.FoundationsConfig(profile="smoke", part="base", out_dir=str(tmp_path / "full"))
+    F.build(full)
+    import steps.base as base
+
+    real = base.train_transformer
+
+    def killed_at_20(*args, **kwargs):
+        def log(metrics, step):
+            if "base/loss" in metrics and step == 20:
+                raise Killed
+        return real(*args[:5], log, **kwargs)
+
+    cut = F.FoundationsConfig(profile="smoke", part="base", out_dir=str(tmp_path / "cut"))
+    monkeypatch.setattr(base, "train_transformer", killed_at_20)
+    with pytest.raises(Killed):
+        F.build(cut)
+    assert not (tmp_path / "cut" / "base").exists()  # nothing half-written
+    assert (tmp_path / "cut" / "checkpoints" / "base").is_dir()
+    monkeypatch.setattr(base, "train_transformer", real)
+    F.build(cut)
+    a, b = _weights(tmp_path / "full" / "base"), _weights(tmp_path / "cut" / "base")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    record = json.loads((tmp_path / "cut" / F.PROVENANCE).read_text())["base"]
+    assert record["config"]["steps"] == 30 and "steps.foundations" in record["command"]
+    assert set(record["sha256"]) == set(F.file_hashes(tmp_path / "cut" / "base"))
+
+
+def test_verify_names_the_missing_or_altered_file(tmp_path):
+    cfg = F.FoundationsConfig(profile="smoke", part="base", out_dir=str(tmp_path / "f"))
+    F.build(cfg)
+    folder = F.verify_foundation(tmp_path / "f", "base", "smoke")
+    weights = next(folder.rglob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(F.FoundationError, match=f"{weights.name}: altered.*make foundations"):
+        F.verify_foundation(tmp_path / "f", "base", "smoke")
+    weights.unlink()
+    with pytest.raises(F.FoundationError, match=f"{weights.name}: missing"):
+        F.verify_foundation(tmp_path / "f", "base", "smoke")
+    with pytest.raises(F.FoundationError, match="no entry for 'judge'"):
+        F.verify_foundation(tmp_path / "f", "judge", "smoke")
+    with pytest.raises(F.FoundationError, match="provenance.json: missing"):
+        F.verify_foundation(tmp_path / "nothing", "base", "smoke")
