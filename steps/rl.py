@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
                      "ema_tau", "paste_back", "guidance", "grad_accum", "lora_rank", "lora_alpha",
-                     "fill_prob", "extend_prob", "removal_prob")
+                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness")
 
 
 class RewardHackingError(RuntimeError):
@@ -98,6 +98,9 @@ class RLConfig:
     paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
     guidance: float = field(30.0, "FLUX distilled-guidance value")
     judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
+    reward: str = field("judge", "judge (the method) | oracle (smoke/tiny: the world's differentiable truth in "
+                                 "place of the judge, steps.rl_oracle -- does the recipe work with a perfect reward?)")
+    oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
     # cadence
     log_every: int = field(1, "call log(...) every N steps (rewards are logged for the step's task)")
     sample_every: int = field(50, "sample grid every N steps (0 = never)")
@@ -134,6 +137,8 @@ class RLConfig:
             "lam": 0 < self.lam <= 1, "ema_tau": 0 <= self.ema_tau < 1, "lora_rank": self.lora_rank >= 0,
             "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
             "seed": self.seed >= 0,
+            "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
+            "oracle_sharpness": self.oracle_sharpness > 0,
         }
         for name in ("batch_size", "grad_accum", "steps", "denoise_steps", "keep_checkpoints",
                      "guard_per_task", "log_every"):
@@ -212,7 +217,8 @@ class OneRewardRecipe:
 
         cfg = self.cfg
         setup(threads=cfg.threads)
-        check_judge(cfg)
+        if cfg.reward == "judge":
+            check_judge(cfg)
         # Accelerate's state is a per-process singleton; forget a previous in-process recipe's precision
         # (tests, notebooks). The process group (PartialState) is kept.
         AcceleratorState._reset_state()
@@ -262,11 +268,16 @@ class OneRewardRecipe:
             if cfg.reference == "static":
                 self.base_reference = copy.deepcopy(transformer).requires_grad_(False)
             transformer.float().requires_grad_(True)
-        self.judge = Judge.load(cfg.judge_dir, dtype=None if cfg.dtype == "float32" else dtype).freeze()
-        self.judge.model.to(acc.device)
-        # what onereward_loss asks: each image encoded once for all its queries, or every row on its own
-        self.scorer = PairJudge(self.judge) if cfg.judge_share_images else self.judge
-        if cfg.gradient_checkpointing:  # the grad path: one transformer call, the VAE decoder, the judge
+        if cfg.reward == "oracle":
+            from steps.rl_oracle import OracleReward
+
+            self.judge, self.scorer = None, OracleReward(cfg.oracle_sharpness)
+        else:
+            self.judge = Judge.load(cfg.judge_dir, dtype=None if cfg.dtype == "float32" else dtype).freeze()
+            self.judge.model.to(acc.device)
+            # what onereward_loss asks: each image encoded once for all its queries, or every row on its own
+            self.scorer = PairJudge(self.judge) if cfg.judge_share_images else self.judge
+        if cfg.gradient_checkpointing and self.judge is not None:  # the grad path: one transformer call, the VAE decoder, the judge
             transformer.enable_gradient_checkpointing()
             pipe.vae.enable_gradient_checkpointing()
             no_reentrant = {"use_reentrant": False}  # frozen judge: grads flow to inputs only
@@ -353,7 +364,7 @@ class OneRewardRecipe:
                 with acc.autocast():
                     loss, micro_stats = onereward_loss(
                         self.scorer, policy_images, reference_images, draw.task, [s.prompt for s in samples],
-                        cfg.lam, shown)
+                        cfg.lam, shown, samples=samples)
                 acc.backward(loss / cfg.grad_accum)
             stats, loss_sum = stats + micro_stats, loss_sum + loss.detach() / cfg.grad_accum
         grad_norm = acc.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)

@@ -115,7 +115,7 @@ def heldout_scores(judge, outputs: dict[str, torch.Tensor], base_outputs: dict[s
     for task, images in outputs.items():
         with torch.no_grad(), autocast():
             _, stats = onereward_loss(judge, images.to(device), base_outputs[task].to(device), task,
-                                      [s.prompt for s in samples[task]], lam)
+                                      [s.prompt for s in samples[task]], lam, samples=samples[task])
         rewards = stats_to_metrics(task, stats.cpu())
         judge_scores.update({k[len("reward/"):]: v for k, v in rewards.items() if k.startswith("reward/")})
         heldout.update(scorer(images.permute(0, 2, 3, 1).numpy(), samples[task]))

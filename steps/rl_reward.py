@@ -105,12 +105,14 @@ class PairJudge:
 
 
 def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.Tensor, task: str,
-                   prompts: list[str], lam: float, source_images: torch.Tensor | None = None):
+                   prompts: list[str], lam: float, source_images: torch.Tensor | None = None,
+                   samples: list | None = None):
     """Mean over samples of the mean over the sample's dimensions of J_e = relu(lam - P(Yes)).
 
     Each sample is judged on ``dimensions_for(task, prompt)`` (extend without a user prompt has no
-    text_alignment), all pairs in one judge batch. ``judge``: a `Judge` (every row encoded on its own) or
-    a `PairJudge` (each image encoded once, tokenised queries cached; same result). Returns (loss, stats)
+    text_alignment), all pairs in one judge batch. ``judge``: a `Judge` (every row encoded on its own), a
+    `PairJudge` (each image encoded once, tokenised queries cached; same result) or an
+    `steps.rl_oracle.OracleReward` (the world's differentiable truth; needs ``samples``). Returns (loss, stats)
     with stats a (len(DIMENSIONS[task]), 3) tensor of [sum P(Yes), sum J, count] per dimension (summable
     over ranks).
     """
@@ -126,7 +128,11 @@ def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.T
             queries.append(judge_query(task, e, prompt))
     device = policy_images.device
     rows_t = torch.tensor(rows, device=device)
-    if isinstance(judge, PairJudge):
+    if hasattr(judge, "truth"):  # the oracle answers from the conditions' ground truth, not the query
+        if samples is None:
+            raise ValueError("the oracle reward needs the batch's samples")
+        p_yes = judge.p_yes(policy_images, reference_images, rows_t, [dims[k] for k in dim_index], samples).float()
+    elif isinstance(judge, PairJudge):
         p_yes = judge.p_yes(policy_images, reference_images, rows_t, queries, source_images).float()
     else:
         extra = source_images[rows_t] if source_images is not None else None
