@@ -20,7 +20,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 MLFLOW_URI ?= sqlite:///$(abspath mlflow/mlflow.db)
 
-.PHONY: setup run smoke test lint ui mlflow-ui clean
+.PHONY: setup run smoke test lint ui mlflow-ui clean foundations
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='j
 	@echo "  Dagster UI (asset graph, metadata, checks): make ui         -> http://$(HOST):3000"
 	@echo "  MLflow UI (runs, metrics, registry):        make mlflow-ui  -> http://$(HOST):5000"
 	@echo "  Pictures and reports:                       outputs/$(ONEREWARD_PROFILE)/"
+
+foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resumable: rerun to continue), one core per part
+	@python -m steps.foundations --set profile=$(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=base --set threads=1 & b=$$!; \
+	python -m steps.foundations --set profile=$(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=judge --set threads=1; j=$$?; \
+	wait $$b; b=$$?; test $$j -eq 0 -a $$b -eq 0
 
 smoke:  ## the whole graph in the smoke profile (what CI materializes)
 	$(MAKE) run PROFILE=smoke ONEREWARD_PROFILE=smoke

@@ -274,6 +274,10 @@ def loss_plot(curves: dict[str, list[float]], path: Path) -> Path:
     return path
 
 
+BASE_RESUME_MUST_MATCH = ("profile", "seed", "world_pool", "train_dir", "vae_steps", "vae_batch", "vae_lr", "vae_crop",
+                          "steps", "batch_size", "lr", "warmup", "mask_weight", "guidance")
+
+
 def _training_samples(cfg: BaseConfig, spec) -> list:
     from steps.datasets import load_samples
     from steps.training import world_pool
@@ -310,7 +314,7 @@ def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
     from steps.models.denoise import to_image_tensor
     from steps.models.policy import build_tiny_fill_pipeline, count_params, save_pipeline, spec_for
     from steps.runtime import setup
-    from steps.training import Checkpoints, load_module, module_tensors
+    from steps.training import Checkpoints, check_resume, load_module, module_tensors
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)
@@ -330,6 +334,7 @@ def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
         names = ["vae"] + (["transformer"] if "transformer" in json.loads((latest / "state.json").read_text())["phase"]
                            else [])
         tensors, opt_state, state = ckpt.load(latest, names, ["optimizer", "scheduler"])
+        check_resume(latest, state.get("config"), asdict(cfg), BASE_RESUME_MUST_MATCH)
         load_module(pipe.vae, tensors["vae"])
         if "transformer" in tensors:
             load_module(pipe.transformer, tensors["transformer"])
@@ -343,7 +348,7 @@ def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
                 if phase == "transformer":
                     groups["transformer"] = module_tensors(pipe.transformer)
                 ckpt.save(offset + step, groups, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-                          {**extra, "phase": phase, "step": step, "curve" if phase == "transformer" else "vae_curve":
+                          {**extra, "config": asdict(cfg), "phase": phase, "step": step, "curve" if phase == "transformer" else "vae_curve":
                            list(curve), "seconds": elapsed + time.perf_counter() - t0})
         return on_step
 

@@ -62,7 +62,7 @@ class FoundationsConfig:
 # The foundation budget per profile: `tiny` is sized for hours of one CPU core per part (BENCHMARKS.md).
 BASE_FOUNDATION = {
     "smoke": dict(world_pool=160, vae_steps=30, steps=30, checkpoint_every=10),
-    "tiny": dict(world_pool=12000, vae_steps=6000, steps=30000, eval_per_task=24),
+    "tiny": dict(world_pool=12000, vae_steps=6000, steps=12000, eval_per_task=24),
 }
 
 

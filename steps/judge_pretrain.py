@@ -38,6 +38,9 @@ import numpy as np
 
 from steps.config import field, parse_cli
 
+JUDGE_RESUME_MUST_MATCH = ("profile", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
+                           "warmup", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
+                           "texture_share", "candidate_share", "candidates", "adv_share", "adv_rms", "adv_steps")
 EVAL_MIN_GAP = 0.03  # held-out pairs closer than this are near-ties (the simulated annotators' tie margin)
 VARIANTS = ("target", "source", "nothing", "corrupt", "blend", "noise", "blur", "drift", "texture", "candidate")
 
@@ -55,8 +58,9 @@ class JudgePretrainConfig:
     lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine); 2e-3 collapsed to the answer priors")
     warmup: int = field(100, "linear warmup steps")
     label_temperature: float = field(0.05, "soft label sigmoid((s1 - s2) / T) of the world-score gap")
-    anchor_fraction: float = field(0.2, "share of training (from the start) in which most pairs hold the target "
-                                        "on one side (a clear winner: the judge first learns what is right)")
+    anchor_fraction: float = field(0.2, "share of training (from the start) in which most pairs are the target "
+                                        "vs a copy corrupted on the asked dimension (a clear winner: the judge "
+                                        "first learns what is right); no adversarial attacks during it")
     anchor_prob_early: float = field(0.8, "probability a pair holds the target during the anchor phase")
     anchor_prob_late: float = field(0.2, "probability a pair holds the target afterwards")
     texture_share: float = field(0.2, "share of variants that are hard-negative textures in the edited region")
@@ -91,7 +95,7 @@ class JudgePretrainConfig:
             values.update(steps=40, batch_size=8, pool_size=96, eval_conditions=24, eval_every=0, log_every=10,
                           warmup=10, checkpoint_every=10)
         if profile == "tiny":
-            values.update(steps=12000)
+            values.update(steps=4000)
         values.update(overrides)
         return cls(**values)
 
@@ -190,7 +194,9 @@ def soft_label(s1: float, s2: float, temperature: float) -> float:
 def pair_batch(samples, rng: np.random.Generator, n: int, cfg: JudgePretrainConfig, candidates=None,
                anchor_prob: float = 0.0):
     """``n`` world-labelled pairs: (firsts, seconds) uint8 arrays, queries, soft labels, samples, dimensions.
-    With probability ``anchor_prob`` one side (either) is the target itself."""
+    With probability ``anchor_prob`` a pair is the target vs a copy corrupted on the asked dimension
+    (`steps.judge.easy_loser`), in a random order."""
+    from steps.judge import easy_loser
     from steps.preferences import judge_query
     from steps.world import dimensions_for, score
 
@@ -201,11 +207,13 @@ def pair_batch(samples, rng: np.random.Generator, n: int, cfg: JudgePretrainConf
         cands = candidates.get(s.id) if candidates else None
         ds = dimensions_for(s.task, s.prompt)
         dim = ds[int(rng.integers(len(ds)))]
-        anchored = rng.random() < anchor_prob
-        a = s.target if anchored else variant(s, rng, draw_kind(rng, cfg, bool(cands)), cands)
-        b = variant(s, rng, draw_kind(rng, cfg, bool(cands)), cands)
-        if anchored and rng.random() < 0.5:
-            a, b = b, a
+        if rng.random() < anchor_prob:
+            a, b = s.target, easy_loser(s, dim, rng)
+            if rng.random() < 0.5:
+                a, b = b, a
+        else:
+            a = variant(s, rng, draw_kind(rng, cfg, bool(cands)), cands)
+            b = variant(s, rng, draw_kind(rng, cfg, bool(cands)), cands)
         sa, sb = score(a, s, (dim,))[dim], score(b, s, (dim,))[dim]
         firsts.append(a)
         seconds.append(b)
@@ -351,7 +359,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     from steps.io import atomic_write_json
     from steps.models.judge import Judge, spec_for
     from steps.runtime import setup
-    from steps.training import Checkpoints, adamw, load_module, module_tensors, step_rng
+    from steps.training import Checkpoints, adamw, check_resume, load_module, module_tensors, step_rng
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)
@@ -369,6 +377,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     state: dict[str, Any] = {"step": 0, "curve": [], "evals": [], "seconds": 0.0}
     if latest is not None:
         tensors, objects, state = ckpt.load(latest, ["judge"], ["optimizer", "scheduler"])
+        check_resume(latest, state.get("config"), asdict(cfg), JUDGE_RESUME_MUST_MATCH)
         load_module(judge.model, tensors["judge"])
         opt.load_state_dict(objects["optimizer"])
         sched.load_state_dict(objects["scheduler"])
@@ -379,11 +388,12 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     for step in tqdm(range(state["step"], cfg.steps), desc="judge foundation", unit="step", mininterval=5,
                      initial=state["step"], total=cfg.steps):
         rng = step_rng(cfg.seed, 3, step)
-        anchor = cfg.anchor_prob_early if step < cfg.anchor_fraction * cfg.steps else cfg.anchor_prob_late
+        early = step < cfg.anchor_fraction * cfg.steps
+        anchor = cfg.anchor_prob_early if early else cfg.anchor_prob_late
         firsts, seconds, queries, labels, picked, dims = pair_batch(train, rng, cfg.batch_size, cfg, candidates,
                                                                     anchor)
         first, second, p = to_float(firsts), to_float(seconds), torch.as_tensor(labels)
-        if n_adv:  # the last n_adv pairs: attacked, re-scored by the world, trained with the true answer
+        if n_adv and not early:  # the last n_adv pairs: attacked, re-scored by the world, trained with the true answer
             a, b = adversarial_images(judge, first[-n_adv:], second[-n_adv:], queries[-n_adv:], p[-n_adv:],
                                       cfg.adv_rms, cfg.adv_steps)
             first, second = torch.cat([first[:-n_adv], a]), torch.cat([second[:-n_adv], b])
@@ -408,7 +418,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
         if ckpt and done % cfg.checkpoint_every == 0:
             ckpt.save(done, {"judge": module_tensors(judge.model)},
                       {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-                      {"step": done, "curve": curve, "evals": evals,
+                      {"step": done, "config": asdict(cfg), "curve": curve, "evals": evals,
                        "seconds": elapsed + time.perf_counter() - t0})
     judge.eval()
     metrics = evaluate_pairs(judge, held)

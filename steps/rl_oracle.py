@@ -80,8 +80,17 @@ class SampleTruth:
                                        dtype=torch.float32, device=device)
 
     def __call__(self, x: torch.Tensor, dim: str) -> torch.Tensor:
-        from steps.world import (AESTHETICS_BLUR_WEIGHT, AESTHETICS_EDGE, AESTHETICS_EDGE_Q, AESTHETICS_EPS,
-                                 AESTHETICS_RING, AESTHETICS_TEXTURE_Q, CONSISTENCY_TAU, REMOVAL_TAU, SSIM_WIN)
+        from steps.world import (
+            AESTHETICS_BLUR_WEIGHT,
+            AESTHETICS_EDGE,
+            AESTHETICS_EDGE_Q,
+            AESTHETICS_EPS,
+            AESTHETICS_RING,
+            AESTHETICS_TEXTURE_Q,
+            CONSISTENCY_TAU,
+            REMOVAL_TAU,
+            SSIM_WIN,
+        )
 
         inside = self.inside
         if dim == "consistency":

@@ -75,6 +75,16 @@ class Checkpoints:
         return self.writer.load(folder, tensor_names, object_names)
 
 
+def check_resume(folder: Path, saved: dict[str, Any] | None, current: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Refuse to resume a checkpoint written with other values of ``fields`` (the schedule, the data)."""
+    if not saved:
+        return
+    changed = {k: (saved.get(k), current.get(k)) for k in fields if saved.get(k) != current.get(k)}
+    if changed:
+        raise ValueError(f"{folder}: cannot resume, config field(s) differ from the checkpoint's "
+                         f"(checkpoint, now): {changed}; use another checkpoint_dir or delete {folder.parent}")
+
+
 def module_tensors(module) -> dict[str, Any]:
     return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
 

@@ -105,7 +105,9 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         best = summary.get("best_heldout") or {}
         if "step" in best:  # the guard's best held-out evaluation (0: no RL step beat the base)
             found[f"{variant}_best_heldout_step"] = int(best["step"])
-        grids = sorted((project.root_path / f"outputs/{project.profile}/policy/{variant}_report").glob("*.png"))
+        # the recipe writes its grids to <variant>_report/grids/step_<n>.png (steps.rl.OneRewardRecipe.train)
+        report = project.root_path / f"outputs/{project.profile}/policy/{variant}_report"
+        grids = sorted((report / "grids").glob("step_*.png"))
         if grids:
             found[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))
         return found

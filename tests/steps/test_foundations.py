@@ -70,3 +70,33 @@ def test_verify_names_the_missing_or_altered_file(tmp_path):
         F.verify_foundation(tmp_path / "f", "judge", "smoke")
     with pytest.raises(F.FoundationError, match="provenance.json: missing"):
         F.verify_foundation(tmp_path / "nothing", "base", "smoke")
+
+
+def test_judge_foundation_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
+    import steps.judge_pretrain as jp
+
+    overrides = {"steps": 12, "checkpoint_every": 4, "adv_share": 0.5, "anchor_fraction": 0.25}
+    full = F.FoundationsConfig(profile="smoke", part="judge", out_dir=str(tmp_path / "full"),
+                               judge_overrides=overrides)
+    F.build(full)
+    real = jp.soft_yes_no_loss
+    calls = {"n": 0}
+
+    def killed_in_step_10(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3 + 3 * 7:  # 3 plain steps (anchor phase), then 3 calls a step (2 attack + 1): in step 10
+            raise Killed
+        return real(*args, **kwargs)
+
+    cut = F.FoundationsConfig(profile="smoke", part="judge", out_dir=str(tmp_path / "cut"), judge_overrides=overrides)
+    monkeypatch.setattr(jp, "soft_yes_no_loss", killed_in_step_10)
+    with pytest.raises(Killed):
+        F.build(cut)
+    assert not (tmp_path / "cut" / "judge").exists()
+    monkeypatch.setattr(jp, "soft_yes_no_loss", real)
+    F.build(cut)
+    a, b = _weights(tmp_path / "full" / "judge"), _weights(tmp_path / "cut" / "judge")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    record = json.loads((tmp_path / "cut" / F.PROVENANCE).read_text())["judge"]
+    assert record["metrics"]["pretrain/heldout_accuracy"] >= 0 and record["config"]["steps"] == 12
+    F.verify_foundation(tmp_path / "cut", "judge", "smoke")
