@@ -79,11 +79,14 @@ def base_config(cfg: FoundationsConfig):
 
 
 def judge_config(cfg: FoundationsConfig):
+    """The judge foundation's config; a later stage (judge_overrides with init_dir) checkpoints elsewhere."""
     from steps.judge_pretrain import JudgePretrainConfig
 
     values = dict(checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, threads=cfg.threads,
                   out_dir=str(Path(cfg.out_dir) / "judge"),
                   checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "judge"), world_pool=True)
+    if cfg.judge_overrides.get("init_dir"):
+        values["checkpoint_dir"] += "_stage2"
     values.update(cfg.judge_overrides)
     return JudgePretrainConfig.for_profile(cfg.profile, **values)
 
@@ -155,6 +158,11 @@ def write_provenance(cfg: FoundationsConfig, part: str, result: dict[str, Any], 
     root = Path(cfg.out_dir)
     path = root / PROVENANCE
     record = json.loads(path.read_text()) if path.is_file() else {}
+    earlier = []
+    if result["config"].get("init_dir") and part in record:  # a later stage that started from the earlier one
+        old = record[part]
+        earlier = old.get("earlier_stages", []) + [{k: v for k, v in old.items()
+                                                    if k not in ("sha256", "earlier_stages")}]
     record[part] = {
         "command": " ".join(shlex.quote(a) for a in ["python", "-m", "steps.foundations", *sys.argv[1:]]),
         "commit": git_commit(),
@@ -165,6 +173,7 @@ def write_provenance(cfg: FoundationsConfig, part: str, result: dict[str, Any], 
         "wall_seconds_total": round(result.get("seconds_including_resumed", seconds), 1),
         "metrics": result["metrics"],
         "sha256": file_hashes(root / part),
+        **({"earlier_stages": earlier} if earlier else {}),
     }
     atomic_write_json(path, record)
     return record[part]
@@ -235,6 +244,45 @@ def run_judge(cfg: FoundationsConfig) -> dict[str, Any]:
     finish(result["metrics"], result.get("artifacts", []), {k: v for k, v in asdict(jcfg).items()})
     record = write_provenance(cfg, "judge", result, time.perf_counter() - t0)
     return {"part": "judge", "mlflow_run_id": run_id, "model_dir": result["out_dir"], **record}
+
+
+def candidate_pool(base_dir: str | os.PathLike, out: str | os.PathLike, size: int, n_conditions: int,
+                   n_candidates: int = 4, seed: int = 0, batch: int = 64) -> Path:
+    """Base-model candidates of the first ``n_conditions`` pool conditions, sampled as steps.candidates samples
+    preference candidates (randomised steps, guidance, strength, seed): an npz of ids and images, written
+    atomically. The judge foundation's second stage compares them (labelled by the world)."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from steps.candidates import CandidatesConfig, draw_sampling
+    from steps.models.denoise import decode, denoise, encode_conditions
+    from steps.models.policy import load_fill_pipeline
+    from steps.training import world_pool
+
+    pipe = load_fill_pipeline(str(base_dir))
+    samples = world_pool(size, n_conditions)
+    rng = np.random.default_rng([seed, 17])
+    ccfg = CandidatesConfig()
+    ids, images = [], []
+    for i in tqdm(range(0, len(samples), batch), desc="candidate pool", unit="batch", mininterval=5):
+        chunk = samples[i:i + batch]
+        with torch.no_grad():
+            cond = encode_conditions(pipe, np.stack([s.image for s in chunk]), np.stack([s.mask for s in chunk]),
+                                     [s.prompt for s in chunk], with_image_latents=True)
+            for _ in range(n_candidates):
+                sampling = draw_sampling(rng, ccfg)
+                lat = denoise(pipe, cond, sampling["num_steps"], sampling["guidance"],
+                              generator=torch.Generator().manual_seed(sampling["seed"]), strength=sampling["strength"])
+                out = decode(pipe, lat, cond.height, cond.width).permute(0, 2, 3, 1).numpy() * 255
+                ids += [s.id for s in chunk]
+                images.append(out.round().astype(np.uint8))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(tmp, ids=np.array(ids), images=np.concatenate(images))
+    os.replace(tmp, out)
+    return out
 
 
 def build(cfg: FoundationsConfig) -> list[dict[str, Any]]:

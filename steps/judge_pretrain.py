@@ -38,7 +38,7 @@ import numpy as np
 
 from steps.config import field, parse_cli
 
-JUDGE_RESUME_MUST_MATCH = ("profile", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
+JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
                            "warmup", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
                            "texture_share", "candidate_share", "candidates", "adv_share", "adv_rms", "adv_steps")
 EVAL_MIN_GAP = 0.03  # held-out pairs closer than this are near-ties (the simulated annotators' tie margin)
@@ -53,6 +53,7 @@ class JudgePretrainConfig:
                                     "instead of train_dir")
     pool_size: int = field(12000, "foundation pool conditions (world_pool on); the next eval_conditions are held out")
     out_dir: str = field("outputs/tiny/judge_pretrained", "where the pretrained judge is saved")
+    init_dir: str = field("", "start from this saved judge (a later stage of the foundation); empty = fresh")
     steps: int = field(1500, "optimizer steps")
     batch_size: int = field(16, "pairs per step (each in both orders: 2x rows)")
     lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine); 2e-3 collapsed to the answer priors")
@@ -349,7 +350,10 @@ def load_candidates(path: str) -> dict[str, list[np.ndarray]] | None:
                                 "(python -m steps.foundations --set part=base)")
     with np.load(path) as data:
         ids, images = list(data["ids"]), data["images"]
-    return {str(i): list(images[k]) for k, i in enumerate(ids)}
+    out: dict[str, list[np.ndarray]] = {}
+    for k, i in enumerate(ids):
+        out.setdefault(str(i), []).append(images[k])
+    return out
 
 
 def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
@@ -369,7 +373,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     train, held_samples = _samples(cfg, spec.image_size)
     candidates = load_candidates(cfg.candidates)
     held = heldout_pairs(held_samples, cfg, candidates)
-    judge = Judge.build(spec, seed=cfg.seed)
+    judge = Judge.load(cfg.init_dir) if cfg.init_dir else Judge.build(spec, seed=cfg.seed)
     judge.train()
     opt, sched = adamw(judge.parameters(), cfg.lr, 0.01, min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
     ckpt = Checkpoints(cfg.checkpoint_dir) if cfg.checkpoint_dir else None

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
                      "ema_tau", "paste_back", "guidance", "grad_accum", "lora_rank", "lora_alpha",
-                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness")
+                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness", "anchor_beta")
 
 
 class RewardHackingError(RuntimeError):
@@ -95,6 +95,8 @@ class RLConfig:
     t2: int = field(-1, "last step index the policy may stop at (-1: T - 1)")
     lam: float = field(0.8, "lambda of J_e = max(0, lambda - P(Yes)): no gradient once P(Yes) > lambda")
     ema_tau: float = field(0.99, "EMA decay: shadow <- tau * shadow + (1 - tau) * policy")
+    anchor_beta: float = field(0.0, "velocity-space anchor to the base: + beta * mean((v_policy - v_base)^2) on "
+                                    "the same x_t at the grad step (Flow-GRPO's KL for flows; 0 = off, the paper)")
     paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
     guidance: float = field(30.0, "FLUX distilled-guidance value")
     judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
@@ -138,7 +140,7 @@ class RLConfig:
             "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
             "seed": self.seed >= 0,
             "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
-            "oracle_sharpness": self.oracle_sharpness > 0,
+            "oracle_sharpness": self.oracle_sharpness > 0, "anchor_beta": self.anchor_beta >= 0,
         }
         for name in ("batch_size", "grad_accum", "steps", "denoise_steps", "keep_checkpoints",
                      "guard_per_task", "log_every"):
@@ -265,7 +267,7 @@ class OneRewardRecipe:
         if cfg.lora_rank:
             add_lora(transformer, cfg.lora_rank, cfg.lora_alpha)
         else:
-            if cfg.reference == "static":
+            if cfg.reference == "static" or cfg.anchor_beta > 0:
                 self.base_reference = copy.deepcopy(transformer).requires_grad_(False)
             transformer.float().requires_grad_(True)
         if cfg.reward == "oracle":
@@ -315,6 +317,17 @@ class OneRewardRecipe:
         else:
             yield self.base_reference
 
+    @contextlib.contextmanager
+    def base_model(self):
+        """The frozen base transformer (the anchor): adapter-disabled policy (LoRA) or the kept copy."""
+        from steps.rl_utils import adapters_disabled
+
+        if self.cfg.lora_rank:
+            with adapters_disabled(self.accelerator.unwrap_model(self.policy)):
+                yield self.policy_forward
+        else:
+            yield self.base_reference
+
     # ------------------------------------------------------------------ train
     def train(self) -> dict[str, Any]:
         from tqdm import tqdm
@@ -347,14 +360,15 @@ class OneRewardRecipe:
         t0 = time.perf_counter()
         draw = draw_step(cfg.seed, step, self.rank, cfg.task_probs, self.bank.sizes, cfg.batch_size,
                          cfg.t_range, cfg.grad_accum)
-        stats = loss_sum = 0
+        stats = loss_sum = anchor_sum = 0
         for micro, (indices, seeds) in enumerate(zip(draw.indices, draw.noise_seeds)):
             cond, samples = self.bank.batch(draw.task, indices)
             sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.policy)
             with sync:
-                policy_images, reference_images = rollout(
-                    self.pipe, cond, self.policy_forward, self.reference, cfg.denoise_steps, draw.t_index,
-                    cfg.guidance, seeds, acc.autocast)
+                out = rollout(self.pipe, cond, self.policy_forward, self.reference, cfg.denoise_steps,
+                              draw.t_index, cfg.guidance, seeds, acc.autocast,
+                              anchor=self.base_model if cfg.anchor_beta > 0 else None)
+                policy_images, reference_images = out[:2]
                 source = pixels(samples, "image", acc.device)
                 if cfg.paste_back:
                     mask = pixels(samples, "mask", acc.device)
@@ -365,6 +379,9 @@ class OneRewardRecipe:
                     loss, micro_stats = onereward_loss(
                         self.scorer, policy_images, reference_images, draw.task, [s.prompt for s in samples],
                         cfg.lam, shown, samples=samples)
+                if cfg.anchor_beta > 0:
+                    anchor_sum = anchor_sum + out[2].detach() / cfg.grad_accum
+                    loss = loss + cfg.anchor_beta * out[2]
                 acc.backward(loss / cfg.grad_accum)
             stats, loss_sum = stats + micro_stats, loss_sum + loss.detach() / cfg.grad_accum
         grad_norm = acc.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
@@ -376,6 +393,8 @@ class OneRewardRecipe:
                            policy_images.detach().float().cpu())
         metrics = stats_to_metrics(draw.task, acc.reduce(stats, reduction="sum").cpu())
         loss_mean = float(acc.reduce(loss_sum, reduction="mean"))
+        if cfg.anchor_beta > 0:
+            metrics["anchor/velocity_mse"] = float(acc.reduce(anchor_sum, reduction="mean"))
         return {**metrics, "loss": loss_mean, "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm), "t_index": draw.t_index,
                 "step_seconds": time.perf_counter() - t0}

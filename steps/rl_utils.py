@@ -133,8 +133,12 @@ def judge_source(samples: list, device) -> torch.Tensor:
 
 
 def rollout(pipe, cond, policy, reference, num_steps: int, t_index: int, guidance: float,
-            noise_seeds: tuple[int, int], autocast: Callable = contextlib.nullcontext):
-    """(policy images with grad, reference images without) for one batch of conditions.
+            noise_seeds: tuple[int, int], autocast: Callable = contextlib.nullcontext, anchor=None):
+    """(policy images with grad, reference images without[, anchor]) for one batch of conditions.
+
+    ``anchor``: a context manager yielding the BASE transformer; then a third value is returned, the
+    velocity-space anchor mean((v_policy - v_base)^2) on the same x_t at the grad step (Flow-GRPO's KL term
+    for rectified flows: it holds the policy near the base where the reward does not ask it to move).
 
     ``reference``: a context manager yielding the transformer that makes the reference image (frozen
     base, adapter-disabled policy or EMA policy); ``policy``: the trainable transformer (or its DDP
@@ -148,10 +152,16 @@ def rollout(pipe, cond, policy, reference, num_steps: int, t_index: int, guidanc
         ref_images = decode(pipe, denoise(pipe, cond, num_steps, guidance, noise=e1, transformer=ref),
                             cond.height, cond.width)
     with autocast():
-        x0 = denoise(pipe, cond, num_steps, guidance, noise=e2, stop_at=t_index, grad_last=True,
-                     transformer=policy)
+        x0, x_t, t, v = denoise(pipe, cond, num_steps, guidance, noise=e2, stop_at=t_index, grad_last=True,
+                                transformer=policy, with_state=True)
         policy_images = decode(pipe, x0, cond.height, cond.width)
-    return policy_images, ref_images.detach()
+    if anchor is None:
+        return policy_images, ref_images.detach()
+    from steps.models.denoise import velocity
+
+    with torch.no_grad(), autocast(), anchor() as base:
+        v_base = velocity(pipe, base, x_t.detach(), t, cond, guidance)
+    return policy_images, ref_images.detach(), (v.float() - v_base.float()).pow(2).mean()
 
 
 def paste_back(images: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -227,7 +227,8 @@ def denoise(
     grad_last: bool = False,
     strength: float = 1.0,
     transformer=None,
-) -> torch.Tensor:
+    with_state: bool = False,
+):
     """Run the fill model's Euler sampler; returns packed latents (B, N, 4*lc).
 
     - ``stop_at=None, grad_last=False``: all steps without grad -> exactly the pipeline's final latents.
@@ -239,6 +240,8 @@ def denoise(
     - ``strength`` < 1 starts from the source image noised to the first kept sigma (needs
       ``cond.image_latents``, see `encode_conditions(with_image_latents=True)`); "initial-noise strength".
     - ``transformer`` replaces ``pipe.transformer`` (e.g. an EMA copy or a LoRA-wrapped model).
+    - ``with_state`` (with ``stop_at``/``grad_last``): returns (x0, x_t, t, v) -- the latents and timestep of
+      the grad step and the velocity predicted there (a velocity-space anchor compares it with the base's).
     """
     transformer = transformer if transformer is not None else pipe.transformer
     scheduler, timesteps = make_scheduler(pipe, cond, num_steps, strength)
@@ -270,7 +273,8 @@ def denoise(
     sigma = scheduler.sigmas[scheduler.begin_index + last]
     with torch.set_grad_enabled(grad_last):
         v = velocity(pipe, transformer, latents, t, cond, guidance)
-        return (latents.float() - sigma.to(latents.device) * v.float()).to(v.dtype)
+        x0 = (latents.float() - sigma.to(latents.device) * v.float()).to(v.dtype)
+    return (x0, latents, t, v) if with_state else x0
 
 
 def decode(

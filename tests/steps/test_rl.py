@@ -499,3 +499,19 @@ def test_oracle_truth_matches_the_world_scores():
                     tolerance = 0.25 if dim == "text_alignment" else 0.05  # soft vs hard colour masks
                     assert abs(float(truth(x, dim)) - value) < tolerance, (s.id, kind, dim)
             assert set(dimensions_for(s.task, s.prompt)) == set(score(s.target, s))
+
+
+def test_velocity_anchor_holds_the_policy_nearer_the_base(smoke, tmp_path):
+    """anchor_beta > 0 adds beta * mean((v_policy - v_base)^2): logged, and the released weights move less."""
+    base = transformer_weights(smoke / "base")
+
+    def distance(out):
+        moved = transformer_weights(out / "static")
+        return float(sum((moved[k].float() - base[k].float()).pow(2).sum() for k in base))
+
+    logged = []
+    common = dict(steps=12, lr=3e-3, ema_tau=0.0, **FILL_ONLY, **QUIET)
+    train(config(smoke, tmp_path / "free", **common))
+    train(config(smoke, tmp_path / "anchored", anchor_beta=100.0, **common), log=lambda m, s: logged.append(m))
+    assert all(m["anchor/velocity_mse"] >= 0 for m in logged) and logged[-1]["anchor/velocity_mse"] > 0
+    assert distance(tmp_path / "anchored") < distance(tmp_path / "free")
