@@ -73,8 +73,8 @@ def preference_for_checkpoint(judge, base_out, ckpt_out, samples, show_source: b
     """Per task/dimension: mean over conditions of P(checkpoint better), both orders averaged."""
     import torch
 
-    from steps.judge import masked_source
     from steps.preferences import judge_query
+    from steps.vocabulary import masked_source
     from steps.world import dimensions_for
 
     out: dict[str, list[float]] = {}

@@ -141,12 +141,11 @@ def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems
                   batch: int = 32, show_source: bool = False) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
     """Counts {system: {task: {dimension: {good, same, bad}}}} from the judge asked in both orders.
 
-    ``show_source``: the judge was trained with the masked source as a third image (steps.judge.masked_source)."""
+    ``show_source``: the judge was trained with the masked source as a third image (steps.vocabulary.masked_source)."""
     import torch
 
-    from steps.judge import masked_source
     from steps.preferences import judge_query
-    from steps.world import dimensions_for
+    from steps.vocabulary import dimensions_for, masked_source
 
     rows = []  # (system, task, dimension, ours image, theirs image, query, masked source)
     for system, outputs in systems.items():

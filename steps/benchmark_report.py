@@ -21,7 +21,7 @@ def task_chart(metrics: dict[str, float], task: str, ours: str, systems: list[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from steps.world import DIMENSIONS
+    from steps.vocabulary import DIMENSIONS
 
     systems = [s for s in systems if any(t == task for r in raters for t, _ in gsb_cells(metrics, r, s))] or systems
     dims = [d for d in DIMENSIONS[task] if any(gsb_cells(metrics, r, s).get((task, d)) for r in raters for s in systems)]
@@ -78,7 +78,7 @@ def _pct(cell: dict[str, float] | None) -> str:
 
 def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: list[str], raters: list[str],
                      n_by_task: dict[str, int], tie_margin: float) -> str:
-    from steps.world import DIMENSIONS
+    from steps.vocabulary import DIMENSIONS
 
     n = sum(n_by_task.values())
     lines = [f"## Benchmark `{split}`: `{ours}` against {len(systems)} systems",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import field, parse_cli
+from steps.vocabulary import masked_source
 
 
 @dataclass(frozen=True)
@@ -173,20 +174,6 @@ def _blotches(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _has_content(sample) -> bool:
     """Whether the region to generate should hold the requested object or word (fill, prompted extend)."""
     return sample.task == "fill" or (sample.task == "extend" and bool(sample.meta.get("user_prompt")))
-
-
-def masked_source(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The source with the region to generate blanked to mid grey: the judge's optional third image.
-
-    It shows the judge what must be kept (consistency is judged outside the mask) and where the edit is;
-    for extend it equals the condition image. ``image``: HxWx3 (or BxHxWx3) uint8, ``mask``: HxW (BxHxW),
-    255 = generate. (The RL loop must pass the same image when the judge was trained with it.)
-    """
-    from steps.world import EXTEND_FILL_GREY
-
-    out = np.array(image, copy=True)
-    out[np.asarray(mask) > 127] = EXTEND_FILL_GREY
-    return out
 
 
 def trained_with_source(judge_dir) -> bool:

@@ -71,7 +71,7 @@ def pair_correctness(judge, pairs, images, samples, show_source: bool = False, b
             q = [judge_query(p.task, p.dimension, p.prompt) for p in chunk]
             src = None
             if show_source:
-                from steps.judge import masked_source
+                from steps.vocabulary import masked_source
 
                 src = np.stack([masked_source(samples[p.condition_id].image, samples[p.condition_id].mask)
                                 for p in chunk])

@@ -23,13 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-TASKS = ("fill", "extend", "removal")
+from steps.vocabulary import EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT, TASKS
+
 REQUIRED_FIELDS = ("id", "task", "image", "mask", "prompt")
 OPTIONAL_FIELDS = ("target", "meta")
-# Kept in sync with steps/world.py (which owns the synthetic world); duplicated here so that reading a
-# manifest never imports the world generator.
-EXTEND_DEFAULT_PROMPT = "high-definition, perfect composition"
-REMOVAL_PROMPT = "remove"
 
 
 @dataclass(frozen=True)

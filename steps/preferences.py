@@ -24,31 +24,13 @@ from typing import Any
 import numpy as np
 
 from steps.manifest import Condition, ManifestError, Problem, iter_jsonl, resolve_inside
-
-QUERY_TEMPLATE_VERSION = "v1"
-DIMENSION_TEXT = {
-    "text_alignment": "how well the generated region matches the request \"{prompt}\"",
-    "consistency": "how well the image keeps everything outside the edited region unchanged and seamless",
-    "structure": "how coherent and well-formed the shapes in the edited region are",
-    "aesthetics": "how clean and artefact-free the image looks",
-    "removal_quality": "how completely the object is removed and replaced by plausible background",
-}
-TASK_TEXT = {"fill": "image fill", "extend": "image extension", "removal": "object removal"}
-QUERY_TEMPLATE = ("Task: {task}. Dimension: {dimension}. Judge {criterion}. "
-                  "Is the first image better than the second? Answer Yes or No.")
-
-
-def judge_query(task: str, dimension: str, prompt: str = "") -> str:
-    """The judge's query q(task, dimension, prompt); the prompt appears only for text_alignment."""
-    from steps.world import DIMENSIONS
-
-    if task not in TASK_TEXT:
-        raise ValueError(f"unknown task {task!r}")
-    if dimension not in DIMENSIONS[task]:
-        raise ValueError(f"dimension {dimension!r} does not belong to task {task!r}: {DIMENSIONS[task]}")
-    criterion = DIMENSION_TEXT[dimension].format(prompt=prompt.strip())
-    return QUERY_TEMPLATE.format(task=TASK_TEXT[task], dimension=dimension.replace("_", " "), criterion=criterion)
-
+from steps.vocabulary import (  # noqa: E402, F401 - the query lives in the method's vocabulary (re-exported)
+    DIMENSION_TEXT,
+    QUERY_TEMPLATE,
+    QUERY_TEMPLATE_VERSION,
+    TASK_TEXT,
+    judge_query,
+)
 
 PAIR_FIELDS = ("id", "condition_id", "task", "dimension", "winner", "loser", "prompt", "annotator", "source")
 
@@ -76,7 +58,7 @@ def read_pairs(path: str | os.PathLike, conditions: dict[str, Condition] | None 
     """
     from PIL import Image
 
-    from steps.world import DIMENSIONS
+    from steps.vocabulary import DIMENSIONS
 
     path = Path(path)
     file, root = str(path), path.parent

@@ -117,7 +117,7 @@ def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.T
     over ranks).
     """
     from steps.preferences import judge_query
-    from steps.world import DIMENSIONS, dimensions_for
+    from steps.vocabulary import DIMENSIONS, dimensions_for
 
     dims = DIMENSIONS[task]
     rows, dim_index, queries = [], [], []
@@ -151,7 +151,7 @@ def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.T
 
 def stats_to_metrics(task: str, stats: torch.Tensor) -> dict[str, float]:
     """``reward/<task>/<dimension>`` and ``loss/<task>/<dimension>`` from summed stats."""
-    from steps.world import DIMENSIONS
+    from steps.vocabulary import DIMENSIONS
 
     out = {}
     for e, (p, j, n) in zip(DIMENSIONS[task], stats.tolist()):

@@ -122,9 +122,9 @@ def pixels(samples: list, attr: str, device) -> torch.Tensor:
 
 def judge_source(samples: list, device) -> torch.Tensor:
     """The judge's optional third image: the source with the region to generate blanked to grey, exactly as
-    in judge training (steps.judge.masked_source), Bx3xHxW float [0, 1]."""
-    from steps.judge import masked_source
+    in judge training (steps.vocabulary.masked_source), Bx3xHxW float [0, 1]."""
     from steps.models.denoise import to_image_tensor
+    from steps.vocabulary import masked_source
 
     return to_image_tensor(np.stack([masked_source(s.image, s.mask) for s in samples])).to(device)
 

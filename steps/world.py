@@ -38,14 +38,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TASKS = ("fill", "extend", "removal")
-DIMENSIONS: dict[str, tuple[str, ...]] = {
-    "fill": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "extend": ("text_alignment", "consistency", "structure", "aesthetics"),
-    "removal": ("removal_quality",),
-}
-EXTEND_DEFAULT_PROMPT = "high-definition, perfect composition"
-REMOVAL_PROMPT = "remove"
+from steps.vocabulary import (  # noqa: F401 - the world speaks the method's vocabulary (re-exported)
+    DIMENSIONS,
+    EXTEND_DEFAULT_PROMPT,
+    REMOVAL_PROMPT,
+    TASKS,
+    dimensions_for,
+)
+from steps.vocabulary import MASKED_GREY as EXTEND_FILL_GREY  # what the model sees in the region to outpaint
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -68,7 +69,6 @@ AESTHETICS_TEXTURE_Q = 25  # percentile of |Laplacian| that measures texture lev
 AESTHETICS_EDGE = 0.03  # P98 |Laplacian| above which a region shows drawn edges (background texture: < 0.01)
 AESTHETICS_EDGE_Q = 98  # percentile of |Laplacian| that measures the strongest edges (an object's outline)
 SSIM_WIN = 7
-EXTEND_FILL_GREY = 128  # what the model sees in the region to outpaint
 SUPERSAMPLE = 4  # shapes and glyphs are drawn at 4x and box-filtered down (anti-aliased edges)
 _PALETTE = np.array(list(COLOURS.values()), np.float32) / 255.0
 _SIDES = ("left", "right", "top", "bottom")
@@ -77,15 +77,6 @@ _SIDES = ("left", "right", "top", "bottom")
 def object_prompt(colour: str, shape: str) -> str:
     """The fill/extend prompt that names an object: "a red circle", "an orange square"."""
     return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
-
-
-def dimensions_for(task: str, prompt: str) -> tuple[str, ...]:
-    """The dimensions judged for a condition: extend asks text_alignment only of a user prompt."""
-    if task not in DIMENSIONS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    if task == "extend" and (prompt or "").strip() in ("", EXTEND_DEFAULT_PROMPT):
-        return tuple(d for d in DIMENSIONS[task] if d != "text_alignment")
-    return DIMENSIONS[task]
 
 
 @dataclass(frozen=True)

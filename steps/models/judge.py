@@ -170,7 +170,7 @@ def judge_corpus() -> list[str]:
     a shorter sequence and one token per dimension name make the query easy to condition on.
     """
     from steps.preferences import judge_query
-    from steps.world import DIMENSIONS, EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT
+    from steps.vocabulary import DIMENSIONS, EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT
 
     prompts = ["a red circle", "an orange square", 'the word "CAT" in blue', EXTEND_DEFAULT_PROMPT, REMOVAL_PROMPT]
     lines = [judge_query(task, dim, prompt) for task, dims in DIMENSIONS.items() for dim in dims for prompt in prompts]

@@ -200,7 +200,7 @@ def test_easy_pair_batches_put_the_target_first_then_second():
 
 
 def test_masked_source_blanks_only_the_region():
-    from steps.judge import masked_source
+    from steps.vocabulary import masked_source
     from steps.world import EXTEND_FILL_GREY, WorldConfig, make_sample
 
     s = make_sample(WorldConfig(size=32), 0, "fill")
@@ -240,8 +240,9 @@ def test_a_judge_trained_with_the_source_is_shown_it_everywhere(prefs, tmp_path)
     import torch
 
     from steps.benchmark import Item, judge_ratings
-    from steps.judge import masked_source, trained_with_source
+    from steps.judge import trained_with_source
     from steps.models.judge import Judge
+    from steps.vocabulary import masked_source
 
     root, _ = prefs
     cfg = JudgeConfig(profile="smoke", pairs_dir=str(root / "prefs"), train_dir=str(root / "data/train"),

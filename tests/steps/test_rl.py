@@ -457,8 +457,8 @@ def test_judge_must_be_queried_as_trained(smoke, tmp_path):
 
 
 def test_rl_shows_the_judge_the_same_masked_source_as_training():
-    from steps.judge import masked_source
     from steps.rl_utils import judge_source
+    from steps.vocabulary import masked_source
     from steps.world import WorldConfig, make_sample
 
     samples = [make_sample(WorldConfig(size=32), i, task) for i, task in enumerate(["fill", "extend", "removal"])]
