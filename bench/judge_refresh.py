@@ -71,21 +71,18 @@ def enlarged_candidates(args, base_pipe, ckpt_pipe, samples: dict, work: Path, s
 
 def preference_for_checkpoint(judge, base_out, ckpt_out, samples, show_source: bool) -> dict[str, float]:
     """Per task/dimension: mean over conditions of P(checkpoint better), both orders averaged."""
-    import torch
+    from steps.models.judge import preference
+    from steps.vocabulary import dimensions_for
 
-    from steps.preferences import judge_query
-    from steps.vocabulary import masked_source
-    from steps.world import dimensions_for
-
+    if show_source and not judge.shows_source:  # asked with the source, as it was trained
+        judge.record = {**judge.record, "config": {**judge.record.get("config", {}), "show_source": True}}
+    rows = [(b, c, s, dim) for b, c, s in zip(base_out, ckpt_out, samples) for dim in dimensions_for(s.task, s.prompt)]
+    forward, backward = judge.compare([r[1] for r in rows], [r[0] for r in rows], [r[2].task for r in rows],
+                                      [r[3] for r in rows], [r[2].prompt for r in rows],
+                                      [r[2].image for r in rows], [r[2].mask for r in rows])
     out: dict[str, list[float]] = {}
-    with torch.no_grad():
-        for b, c, s in zip(base_out, ckpt_out, samples):
-            src = np.stack([masked_source(s.image, s.mask)]) if show_source else None
-            for dim in dimensions_for(s.task, s.prompt):
-                q = [judge_query(s.task, dim, s.prompt)]
-                first = float(judge.p_yes(c[None], b[None], q, src)[0])
-                second = float(judge.p_yes(b[None], c[None], q, src)[0])
-                out.setdefault(f"{s.task}/{dim}", []).append((first + 1 - second) / 2)
+    for r, p in zip(rows, preference(forward, backward)):
+        out.setdefault(f"{r[2].task}/{r[3]}", []).append(float(p))
     return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
 

@@ -142,37 +142,29 @@ def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems
     """Counts {system: {task: {dimension: {good, same, bad}}}} from the judge asked in both orders.
 
     ``show_source``: the judge was trained with the masked source as a third image (steps.vocabulary.masked_source)."""
-    import torch
+    from steps.vocabulary import dimensions_for
 
-    from steps.preferences import judge_query
-    from steps.vocabulary import dimensions_for, masked_source
-
-    rows = []  # (system, task, dimension, ours image, theirs image, query, masked source)
+    rows = []  # (system, task, dimension, ours image, theirs image, prompt, source, mask)
     for system, outputs in systems.items():
         for it in items:
             c = it.condition
             if c.id not in outputs or c.id not in ours:
                 continue
-            src = masked_source(it.image, it.mask) if show_source else None
             for dim in dimensions_for(c.task, c.prompt):
-                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], judge_query(c.task, dim, c.prompt), src))
+                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], c.prompt, it.image, it.mask))
+    if show_source and not judge.shows_source:
+        judge.record = {**judge.record, "config": {**judge.record.get("config", {}), "show_source": True}}
     by_size: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         by_size.setdefault(r[3].shape, []).append(i)
     p_first = np.zeros(len(rows))
     p_second = np.zeros(len(rows))
-    with torch.no_grad():
-        for indices in by_size.values():
-            for start in range(0, len(indices), batch):
-                chunk = [rows[i] for i in indices[start:start + batch]]
-                first = np.stack([r[3] for r in chunk] + [r[4] for r in chunk])
-                second = np.stack([r[4] for r in chunk] + [r[3] for r in chunk])
-                args = (first, second, [r[5] for r in chunk] * 2)
-                if show_source:
-                    args += (np.stack([r[6] for r in chunk] * 2),)
-                p = judge.p_yes(*args).float().cpu().numpy()
-                p_first[indices[start:start + batch]] = p[:len(chunk)]
-                p_second[indices[start:start + batch]] = p[len(chunk):]
+    for indices in by_size.values():
+        chunk = [rows[i] for i in indices]
+        fwd, bwd = judge.compare([r[3] for r in chunk], [r[4] for r in chunk], [r[1] for r in chunk],
+                                 [r[2] for r in chunk], [r[5] for r in chunk], [r[6] for r in chunk],
+                                 [r[7] for r in chunk], batch)
+        p_first[indices], p_second[indices] = fwd, bwd
     counts: dict = {}
     for r, a, b in zip(rows, p_first, p_second):
         outcome = "good" if a > 0.5 and b < 0.5 else "bad" if a < 0.5 and b > 0.5 else "same"
@@ -274,7 +266,7 @@ def reference_metrics(items: list[Item], outputs: dict[str, dict[str, np.ndarray
 def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
     """Rate ``cfg.ours`` against every other system; write charts, grids, summary.md, report.json.
 
-    ``judge``: anything with ``p_yes(first, second, queries)`` (default: `Judge.load(cfg.judge_dir)`).
+    ``judge``: a `steps.models.judge.BothOrders` (default: `Judge.load(cfg.judge_dir)`).
     Returns {"metrics", "markdown", "charts", "grids", "summary", "report", "systems", "raters", ...} with
     paths at their final place.
     """

@@ -177,12 +177,11 @@ def _has_content(sample) -> bool:
 
 
 def trained_with_source(judge_dir) -> bool:
-    """Whether the judge in ``judge_dir`` was trained with the masked source as a third image (its
-    training.json says so); every consumer (agreement, RL, benchmark) must then show it the same way."""
-    record = Path(judge_dir) / "training.json"
-    if not record.is_file():
-        return False
-    return bool(json.loads(record.read_text()).get("config", {}).get("show_source", False))
+    """Whether the judge in ``judge_dir`` was trained with the masked source as a third image (its training
+    record says so; `Judge.compare` then shows it); RL must show it the same way."""
+    from steps.models.judge import training_record
+
+    return bool(training_record(judge_dir).get("config", {}).get("show_source", False))
 
 
 def _outside(sample) -> np.ndarray:
@@ -339,12 +338,13 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
         judge.model = judge.model.merge_and_unload()
     judge.save(cfg.out_dir)
     from steps.io import atomic_write_json
+    from steps.models.judge import TRAINING_RECORD
     from steps.preferences import QUERY_TEMPLATE_VERSION
 
     summary = {"out_dir": cfg.out_dir, "n_train_pairs": len(train_pairs), "n_heldout_pairs": len(data["heldout"]),
                "final_loss": float(np.mean(curve[-20:])), "seconds": time.perf_counter() - t0,
                "query_template_version": QUERY_TEMPLATE_VERSION, "config": asdict(cfg), "loss_curve": curve}
-    atomic_write_json(Path(cfg.out_dir) / "training.json", summary)
+    atomic_write_json(Path(cfg.out_dir) / TRAINING_RECORD, summary)
     return summary
 
 

@@ -58,27 +58,17 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def pair_correctness(judge, pairs, images, samples, show_source: bool = False, batch: int = 64) -> np.ndarray:
     """Per pair: the judge's both-orders preference for the labelled winner, in [0, 1]."""
-    import torch
+    from steps.models.judge import preference
 
-    from steps.preferences import judge_query
-
-    scores = []
-    with torch.no_grad():
-        for i in range(0, len(pairs), batch):
-            chunk = pairs[i:i + batch]
-            w = np.stack([images[p.winner] for p in chunk])
-            lo = np.stack([images[p.loser] for p in chunk])
-            q = [judge_query(p.task, p.dimension, p.prompt) for p in chunk]
-            src = None
-            if show_source:
-                from steps.vocabulary import masked_source
-
-                src = np.stack([masked_source(samples[p.condition_id].image, samples[p.condition_id].mask)
-                                for p in chunk])
-            a = judge.p_yes(w, lo, q, src)
-            b = judge.p_yes(lo, w, q, src)
-            scores.append(((a + 1 - b) / 2).numpy())
-    return np.concatenate(scores) if scores else np.zeros(0)
+    if not pairs:
+        return np.zeros(0)
+    if show_source and not judge.shows_source:  # asked with the source, as it was trained
+        judge.record = {**judge.record, "config": {**judge.record.get("config", {}), "show_source": True}}
+    forward, backward = judge.compare(
+        [images[p.winner] for p in pairs], [images[p.loser] for p in pairs], [p.task for p in pairs],
+        [p.dimension for p in pairs], [p.prompt for p in pairs],
+        [samples[p.condition_id].image for p in pairs], [samples[p.condition_id].mask for p in pairs], batch)
+    return preference(forward, backward)
 
 
 def agreement_table(judge, data: dict[str, Any], thresholds: dict[str, float], show_source: bool = False) -> dict:

@@ -568,12 +568,13 @@ class OneRewardRecipe:
 def check_judge(cfg: RLConfig) -> None:
     """A judge trained by steps.judge must be queried as it was trained: same query template version, same
     number of images. (A released Qwen2.5-VL directory has no training.json and is not checked.)"""
+    from steps.models.judge import TRAINING_RECORD, training_record
     from steps.preferences import QUERY_TEMPLATE_VERSION
 
-    record = Path(cfg.judge_dir) / "training.json"
-    if not record.is_file():
+    record = Path(cfg.judge_dir) / TRAINING_RECORD
+    trained = training_record(cfg.judge_dir)
+    if not trained:
         return
-    trained = json.loads(record.read_text())
     version = trained.get("query_template_version", QUERY_TEMPLATE_VERSION)
     if version != QUERY_TEMPLATE_VERSION:
         raise ValueError(f"{record}: judge trained on query template {version!r}, the code asks "

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 JUDGE_PATH_ENV = "ONEREWARD_JUDGE_PATH"
 SPEC_FILE = "judge_spec.json"
+TRAINING_RECORD = "training.json"  # written by steps.judge beside the weights: how the judge must be asked
 YES, NO = "Yes", "No"
 
 # Qwen2.5-VL-Instruct's chat layout: a default system turn; each image is
@@ -250,6 +251,16 @@ def build_model(spec: JudgeSpec, tokenizer, seed: int = 0):
     return model.eval()
 
 
+def _rows(images, start: int, size: int):
+    chunk = images[start:start + size]
+    return chunk if hasattr(chunk, "shape") else np.stack(chunk)
+
+
+def preference(forward, backward):
+    """The both-orders preference for the first image, in [0, 1] (0.5 = none): (P(f, s) + 1 - P(s, f)) / 2."""
+    return (forward + 1 - backward) / 2
+
+
 def _as_float_images(images: Any):
     """Float Bx3xHxW in [0, 1] (kept as is, so gradients flow) from tensors or uint8 arrays BxHxWx3."""
     import torch
@@ -266,12 +277,63 @@ def _as_float_images(images: Any):
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
-class Judge:
-    """A Qwen2.5-VL judge with its processor; `p_yes` is the reward (differentiable w.r.t. images)."""
+def training_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The judge folder's training record (steps.judge's training.json), or {} (a released VLM, a foundation)."""
+    record = Path(path) / TRAINING_RECORD
+    return json.loads(record.read_text()) if record.is_file() else {}
 
-    def __init__(self, model, processor, spec: JudgeSpec | None = None):
+
+class BothOrders:
+    """`compare`: the one way every evaluation asks a judge (agreement, benchmark, refresh), from its `p_yes`.
+
+    Subclasses provide ``p_yes(first, second, queries, extra=None)`` and may set ``record`` (the training
+    record that says whether the judge was shown the masked source)."""
+
+    record: dict[str, Any] = {}
+
+    @property
+    def shows_source(self) -> bool:
+        """Trained with the masked source as a third image: then every question must show it too."""
+        return bool(self.record.get("config", {}).get("show_source", False))
+
+    def compare(self, first, second, tasks: list[str], dimensions: list[str], prompts: list[str],
+                sources=None, masks=None, batch: int = 64):
+        """Both orders of each comparison, without grad: (P(Yes | first, second), P(Yes | second, first)),
+        numpy arrays of shape (B,). Row b asks judge_query(tasks[b], dimensions[b], prompts[b]); ``sources``
+        and ``masks`` (the conditions') are needed when the judge was trained seeing the masked source
+        (`shows_source`), which it is then shown -- the way it was trained."""
+        import torch
+
+        from steps.vocabulary import judge_query, masked_source
+
+        if self.shows_source and (sources is None or masks is None):
+            raise ValueError("this judge was trained seeing the masked source: pass sources and masks")
+        queries = [judge_query(t, d, p) for t, d, p in zip(tasks, dimensions, prompts)]
+        forward, backward = [], []
+        with torch.no_grad():
+            for i in range(0, len(queries), batch):
+                f, s, q = _rows(first, i, batch), _rows(second, i, batch), queries[i:i + batch]
+                extra = None
+                if self.shows_source:
+                    extra = np.stack([masked_source(src, m) for src, m in zip(_rows(sources, i, batch),
+                                                                              _rows(masks, i, batch))])
+                args = () if extra is None else (extra,)
+                forward.append(self.p_yes(f, s, q, *args).float().cpu().numpy())
+                backward.append(self.p_yes(s, f, q, *args).float().cpu().numpy())
+        empty = np.zeros(0, np.float32)
+        return (np.concatenate(forward) if forward else empty), (np.concatenate(backward) if backward else empty)
+
+
+class Judge(BothOrders):
+    """A Qwen2.5-VL judge with its processor; `p_yes` is the reward (differentiable w.r.t. images).
+
+    ``record``: its training record (query template version, whether it was shown the masked source), loaded
+    with it; `compare` asks it the way it was trained."""
+
+    def __init__(self, model, processor, spec: JudgeSpec | None = None, record: dict[str, Any] | None = None):
         from steps.models.judge_preprocess import ImageGeometry
 
+        self.record = dict(record or {})
         self.model = model
         self.processor = processor
         self.spec = spec
@@ -322,7 +384,7 @@ class Judge:
         spec = None
         if (path / SPEC_FILE).is_file():
             spec = JudgeSpec(**json.loads((path / SPEC_FILE).read_text()))
-        return cls(model, processor, spec)
+        return cls(model, processor, spec, training_record(path))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write model (safetensors), processor and spec to ``path`` atomically (replacing it)."""
@@ -419,6 +481,7 @@ class Judge:
         import torch
 
         return torch.sigmoid(self.margin(first_images, second_images, queries, extra_images))
+
 
     # ---- conveniences -----------------------------------------------------------------------------
     def parameters(self):

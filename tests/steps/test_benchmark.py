@@ -14,12 +14,13 @@ from steps.competitors import read_conditions, run_classical
 from steps.datasets import DatasetConfig, build_photos, build_world
 from steps.io import read_mask, read_rgb, write_png
 from steps.manifest import ManifestError
+from steps.models.judge import BothOrders
 from steps.world import dimensions_for
 
 KEY = re.compile(r"^gsb/(judge|annotators)/[A-Za-z0-9_.-]+/(fill|extend|removal)/[a-z_]+/(good|same|bad)$")
 
 
-class TruthJudge:
+class TruthJudge(BothOrders):
     """Says Yes exactly when the first image is a ground-truth target and the second is not."""
 
     def __init__(self, targets):
@@ -33,7 +34,7 @@ class TruthJudge:
         return torch.tensor(p)
 
 
-class FirstBiasedJudge:
+class FirstBiasedJudge(BothOrders):
     """Always prefers whatever is shown first: pure position bias."""
 
     def p_yes(self, first, second, queries):

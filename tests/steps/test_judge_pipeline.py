@@ -287,3 +287,29 @@ def test_judge_ablation_script_runs_its_variants(prefs, tmp_path):
     for r in results.values():
         assert 0 <= r["mean_accuracy"] <= 1 and r["table"]
     assert "| baseline |" in mod.markdown(results)
+
+
+def test_compare_asks_both_orders_and_shows_the_source_as_trained():
+    import torch
+
+    from steps.models.judge import BothOrders, preference
+
+    class Recorder(BothOrders):
+        def __init__(self, record):
+            self.record, self.calls = record, []
+
+        def p_yes(self, first, second, queries, *extra):
+            self.calls.append(len(extra))
+            return torch.tensor([0.8 if f.mean() > s.mean() else 0.3 for f, s in zip(first, second)])
+
+    bright, dark = np.full((3, 8, 8, 3), 200, np.uint8), np.zeros((3, 8, 8, 3), np.uint8)
+    args = (bright, dark, ["fill"] * 3, ["consistency"] * 3, ["a red circle"] * 3)
+    plain = Recorder({})
+    fwd, bwd = plain.compare(*args)
+    assert np.allclose(fwd, 0.8) and np.allclose(bwd, 0.3) and np.allclose(preference(fwd, bwd), 0.75)
+    assert plain.calls == [0, 0]
+    shown = Recorder({"config": {"show_source": True}})
+    with pytest.raises(ValueError, match="masked source"):
+        shown.compare(*args)
+    shown.compare(*args, sources=bright, masks=np.zeros((3, 8, 8), np.uint8))
+    assert shown.calls == [1, 1]
