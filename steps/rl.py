@@ -108,6 +108,9 @@ class RLConfig:
     sample_every: int = field(50, "sample grid every N steps (0 = never)")
     checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
+    release: str = field("best_validation", "which EMA weights are released: best_validation (the guard's best "
+                                            "evaluation on the validation split, never the benchmark; the last step "
+                                            "when none beat the base or the guard is off) | last")
     resume: bool = field(True, "continue from the newest checkpoint in out_dir/<reference>_checkpoints")
     # reward-hacking guard
     guard_every: int = field(50, "held-out evaluation every N steps (0 = guard off)")
@@ -139,6 +142,7 @@ class RLConfig:
             "lam": 0 < self.lam <= 1, "ema_tau": 0 <= self.ema_tau < 1, "lora_rank": self.lora_rank >= 0,
             "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
             "seed": self.seed >= 0,
+            "release": self.release in ("best_validation", "last"),
             "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
             "oracle_sharpness": self.oracle_sharpness > 0, "anchor_beta": self.anchor_beta >= 0,
         }
@@ -523,6 +527,7 @@ class OneRewardRecipe:
         checksums = self.param_checksums()
         if not self.sharded and max(checksums) != min(checksums):
             raise RuntimeError(f"ranks hold different policy parameters (checksums {checksums})")
+        selection = self.select_release()
         if self.sharded:  # FSDP (not exercised on CPU): gather the full EMA weights on rank 0
             with self.ema.applied(self.params):
                 full = acc.get_state_dict(self.policy)
@@ -540,9 +545,34 @@ class OneRewardRecipe:
                 merge_lora(transformer)
             transformer.to(getattr(torch, cfg.dtype))
             save_pipeline(self.pipe, self.model_dir, load_spec(cfg.base_dir) if cfg.base_dir else None)
-            self.write_summary(status="finished", checksums=checksums)
+            self.write_summary(status="finished", checksums=checksums, release=selection)
         acc.wait_for_everyone()
         return json.loads((self.report_dir / "summary.json").read_text())
+
+    def select_release(self) -> dict[str, Any]:
+        """Put the EMA weights to release into ``self.ema`` and say which: the best validation evaluation's
+        (``release=best_validation``, when a step after 0 was best) or the last step's."""
+        import torch
+        from safetensors.torch import load_file
+
+        from steps.rl_utils import checkpoint_dir
+
+        last = self.history[-1]["step"] if self.history else self.cfg.steps
+        best = self.guard.best
+        if self.cfg.release == "last" or not self.cfg.guard_every:
+            return {"rule": self.cfg.release, "step": last, "note": "the last step's EMA weights"}
+        if not best.get("step"):
+            return {"rule": "best_validation", "step": last,
+                    "note": "no validation evaluation beat the base (step 0): the last step's EMA weights"}
+        folder = checkpoint_dir(self.best_root, best["step"])
+        files = sorted(folder.glob(f"ema{self.writer.suffix()}.safetensors"))
+        if self.sharded or not files:
+            return {"rule": "best_validation", "step": last,
+                    "note": f"best step {best['step']} not loadable here ({folder}): the last step's EMA weights"}
+        shadow = load_file(str(files[0]))
+        self.ema.shadow = {n: shadow[n].to(self.accelerator.device, torch.float32) for n in self.ema.shadow}
+        return {"rule": "best_validation", "step": int(best["step"]), "validation_signal": best["score"],
+                "note": f"the EMA weights of step {best['step']}, the best mean truth on the validation split"}
 
     def write_summary(self, status: str, **extra: Any) -> None:
         from steps.io import atomic_write_json

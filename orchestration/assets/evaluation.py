@@ -104,9 +104,13 @@ def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectR
         if gate_tags else ""
     if gate_tags:
         tracker.set_tags(run_id, gate_tags)
-    released = register_fill_model(tracker.tracking_uri, policy_dirs(project)[ours(project)], report["metrics"],
-                                   run_id=run_id, profile=project.profile,
-                                   artifact_root=project.root_path / "mlflow" / "artifacts", never_champion=never)
+    policy_dir = policy_dirs(project)[ours(project)]
+    summary_path = Path(policy_dir).parent / f"{Path(policy_dir).name}_report" / "summary.json"
+    release = json.loads(summary_path.read_text()).get("release", {}) if summary_path.is_file() else {}
+    tags = {f"release.{k}": str(v) for k, v in release.items()}  # the step released, chosen on validation
+    released = register_fill_model(tracker.tracking_uri, policy_dir, report["metrics"], run_id=run_id,
+                                   profile=project.profile, artifact_root=project.root_path / "mlflow" / "artifacts",
+                                   never_champion=never, tags=tags)
     tracker.end_run(run_id)
     return dg.MaterializeResult(metadata={
         "version": released["version"], "aliases": dg.MetadataValue.json(released["aliases"]),

@@ -102,6 +102,10 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         tracker.end_run(run_id)
         found = {f"{variant}_path": dg.MetadataValue.path(out), f"{variant}_mlflow_run_id": run_id,
                  f"{variant}_sha256": dir_digest(out), f"{variant}_summary": dg.MetadataValue.json(summary)}
+        release = summary.get("release") or {}
+        if release:  # which weights were released, chosen on the validation split (never the benchmark)
+            found[f"{variant}_released_step"] = int(release["step"])
+            found[f"{variant}_release"] = release["note"]
         best = summary.get("best_heldout") or {}
         if "step" in best:  # the guard's best held-out evaluation (0: no RL step beat the base)
             found[f"{variant}_best_heldout_step"] = int(best["step"])

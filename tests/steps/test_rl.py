@@ -515,3 +515,29 @@ def test_velocity_anchor_holds_the_policy_nearer_the_base(smoke, tmp_path):
     train(config(smoke, tmp_path / "anchored", anchor_beta=100.0, **common), log=lambda m, s: logged.append(m))
     assert all(m["anchor/velocity_mse"] >= 0 for m in logged) and logged[-1]["anchor/velocity_mse"] > 0
     assert distance(tmp_path / "anchored") < distance(tmp_path / "free")
+
+
+@pytest.mark.parametrize("release", ["best_validation", "last"])
+def test_release_is_chosen_on_the_validation_split(smoke, tmp_path, release):
+    """The validation truth peaks at step 4 of 8 (guard margin wide: it never stops): best_validation releases
+    exactly step 4's EMA weights and says so; last releases the final EMA."""
+    from safetensors.torch import load_file
+
+    recipe = OneRewardRecipe(config(smoke, tmp_path, steps=8, guard_every=2, guard_margin=1.0, sample_every=0,
+                                    checkpoint_every=4, keep_checkpoints=5, lr=1e-3, release=release))
+    real_scores = OneRewardRecipe.heldout_scores
+    truth = [0.60, 0.65, 0.70, 0.65, 0.45]  # steps 0, 2, 4, 6, 8
+
+    def peaking(self, outputs):
+        judge, heldout = real_scores(self, outputs)
+        return judge, {key: truth[len(self.guard.history)] for key in heldout}
+
+    recipe.heldout_scores = peaking.__get__(recipe)
+    summary = recipe.setup().train()
+    released = transformer_weights(tmp_path / "static")
+    ema = {4: load_file(str(tmp_path / "static_checkpoints/step_0000004/ema.safetensors")),
+           8: load_file(str(tmp_path / "static_checkpoints/step_0000008/ema.safetensors"))}
+    step = 4 if release == "best_validation" else 8
+    assert summary["release"]["step"] == step and summary["release"]["rule"] == release
+    assert all(torch.equal(released[k], v) for k, v in ema[step].items())
+    assert any(not torch.equal(released[k], v) for k, v in ema[12 - step].items())
