@@ -351,7 +351,14 @@ class OneRewardRecipe:
                 grid = self.report_dir / "grids" / f"step_{step:07d}.png"
                 self.log_artifact(save_sample_grid(*self.last_batch, grid, f"{cfg.reference}, step {step}"))
             if cfg.guard_every and step % cfg.guard_every == 0:
-                self.guard_step(step)
+                try:
+                    self.guard_step(step)
+                except RewardHackingError as stop:
+                    if cfg.release != "best_validation" or not self.guard.best.get("step"):
+                        raise
+                    # early stopping: the weights of the best validation evaluation are released
+                    self.save_checkpoint(step)
+                    return self.save_final(status="stopped_by_guard", error=str(stop))
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
                 self.save_checkpoint(step)
         return self.save_final()
@@ -516,7 +523,7 @@ class OneRewardRecipe:
                              dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.gather(local).tolist()
 
-    def save_final(self) -> dict[str, Any]:
+    def save_final(self, status: str = "finished", **extra: Any) -> dict[str, Any]:
         """Release the EMA weights (LoRA merged) as a pipeline and write the summary."""
         import torch
 
@@ -545,7 +552,7 @@ class OneRewardRecipe:
                 merge_lora(transformer)
             transformer.to(getattr(torch, cfg.dtype))
             save_pipeline(self.pipe, self.model_dir, load_spec(cfg.base_dir) if cfg.base_dir else None)
-            self.write_summary(status="finished", checksums=checksums, release=selection)
+            self.write_summary(status=status, checksums=checksums, release=selection, **extra)
         acc.wait_for_everyone()
         return json.loads((self.report_dir / "summary.json").read_text())
 

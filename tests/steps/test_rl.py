@@ -321,7 +321,7 @@ def test_the_best_heldout_step_keeps_its_weights(smoke, tmp_path):
     from safetensors.torch import load_file
 
     recipe = OneRewardRecipe(config(smoke, tmp_path, steps=8, guard_every=2, guard_patience=1, guard_margin=0.1,
-                                    sample_every=0, checkpoint_every=4, keep_checkpoints=5, lr=1e-3))
+                                    sample_every=0, checkpoint_every=4, keep_checkpoints=5, lr=1e-3, release="last"))
     real_scores = OneRewardRecipe.heldout_scores
     truth = [0.60, 0.65, 0.70, 0.65, 0.45]  # steps 0, 2, 4, 6, 8
 
@@ -541,3 +541,27 @@ def test_release_is_chosen_on_the_validation_split(smoke, tmp_path, release):
     assert summary["release"]["step"] == step and summary["release"]["rule"] == release
     assert all(torch.equal(released[k], v) for k, v in ema[step].items())
     assert any(not torch.equal(released[k], v) for k, v in ema[12 - step].items())
+
+
+def test_guard_stop_releases_the_best_validation_weights(smoke, tmp_path):
+    """release=best_validation turns the guard's stop into early stopping: the run ends without an error,
+    releases step 4's EMA weights and says it was stopped and why."""
+    from safetensors.torch import load_file
+
+    recipe = OneRewardRecipe(config(smoke, tmp_path, steps=8, guard_every=2, guard_patience=1, guard_margin=0.1,
+                                    sample_every=0, checkpoint_every=2, keep_checkpoints=5, lr=1e-3))
+    real_scores = OneRewardRecipe.heldout_scores
+    truth = [0.60, 0.65, 0.70, 0.45, 0.40]  # steps 0, 2, 4, 6 (stop), 8
+
+    def peaking(self, outputs):
+        judge, heldout = real_scores(self, outputs)
+        k = len(self.guard.history)
+        return {key: 0.5 + 0.1 * k for key in judge}, {key: truth[k] for key in heldout}
+
+    recipe.heldout_scores = peaking.__get__(recipe)
+    summary = recipe.setup().train()
+    assert summary["status"] == "stopped_by_guard" and "step 6" in summary["error"]
+    assert summary["release"]["step"] == 4
+    released = transformer_weights(tmp_path / "static")
+    ema4 = load_file(str(tmp_path / "static_checkpoints/step_0000004/ema.safetensors"))
+    assert all(torch.equal(released[k], v) for k, v in ema4.items())
