@@ -34,6 +34,7 @@ from typing import Any
 from steps.config import field, parse_cli
 
 PARTS = ("base", "judge")
+POOL_FILE = "candidate_pool.npz"  # base-model candidates of pool conditions (part=pool), for the judge's stage 2
 PROVENANCE = "provenance.json"
 REBUILD = "make foundations  (or: python -m steps.foundations --set profile={profile} --set part={part})"
 
@@ -41,19 +42,20 @@ REBUILD = "make foundations  (or: python -m steps.foundations --set profile={pro
 @dataclass(frozen=True)
 class FoundationsConfig:
     profile: str = field("tiny", "smoke | tiny (flux starts from FLUX.1-Fill-dev and Qwen2.5-VL instead)")
-    part: str = field("all", "base | judge | all")
+    part: str = field("all", "base | judge | all | pool (base-model candidates of pool conditions, after base)")
     out_dir: str = field("foundations/tiny", "models, provenance.json and checkpoints/ go here")
     threads: int = field(1, "torch CPU threads (run the two parts side by side with 1 each)")
     seed: int = field(0, "seed")
     checkpoint_every: int = field(500, "steps between resumable checkpoints")
     base_overrides: dict = field({}, "BaseConfig fields that override the profile's foundation defaults")
     judge_overrides: dict = field({}, "JudgePretrainConfig fields that override the profile's foundation defaults")
+    pool_conditions: int = field(3000, "part=pool: pool conditions that get 4 base-model candidates each")
 
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny"):
             raise ValueError(f"foundations are for smoke/tiny, got {self.profile!r}")
-        if self.part not in (*PARTS, "all"):
-            raise ValueError(f"part must be one of {PARTS} or 'all', got {self.part!r}")
+        if self.part not in (*PARTS, "all", "pool"):
+            raise ValueError(f"part must be one of {PARTS}, 'all' or 'pool', got {self.part!r}")
 
     def parts(self) -> tuple[str, ...]:
         return PARTS if self.part == "all" else (self.part,)
@@ -274,9 +276,9 @@ def candidate_pool(base_dir: str | os.PathLike, out: str | os.PathLike, size: in
                 sampling = draw_sampling(rng, ccfg)
                 lat = denoise(pipe, cond, sampling["num_steps"], sampling["guidance"],
                               generator=torch.Generator().manual_seed(sampling["seed"]), strength=sampling["strength"])
-                out = decode(pipe, lat, cond.height, cond.width).permute(0, 2, 3, 1).numpy() * 255
+                pixels = decode(pipe, lat, cond.height, cond.width).permute(0, 2, 3, 1).numpy() * 255
                 ids += [s.id for s in chunk]
-                images.append(out.round().astype(np.uint8))
+                images.append(pixels.round().astype(np.uint8))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npz")
@@ -289,7 +291,30 @@ def build(cfg: FoundationsConfig) -> list[dict[str, Any]]:
     from steps.runtime import setup
 
     setup(threads=cfg.threads)
+    if cfg.part == "pool":
+        return [run_pool(cfg)]
     return [run_base(cfg) if part == "base" else run_judge(cfg) for part in cfg.parts()]
+
+
+def run_pool(cfg: FoundationsConfig) -> dict[str, Any]:
+    """Candidates of the first ``pool_conditions`` pool conditions from the (finished) base foundation."""
+    from steps.models.policy import spec_for
+
+    root = Path(cfg.out_dir)
+    base = verify_foundation(root, "base", cfg.profile)
+    t0 = time.perf_counter()
+    path = candidate_pool(base, root / "checkpoints" / POOL_FILE, spec_for(cfg.profile).image_size,
+                          cfg.pool_conditions, seed=cfg.seed)
+    record = {"part": "pool", "model_dir": str(path), "wall_seconds_total": round(time.perf_counter() - t0, 1),
+              "metrics": {"conditions": cfg.pool_conditions},
+              "command": " ".join(shlex.quote(a) for a in ["python", "-m", "steps.foundations", *sys.argv[1:]]),
+              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    from steps.io import atomic_write_json
+
+    prov = json.loads((root / PROVENANCE).read_text())
+    prov["candidate_pool"] = {k: v for k, v in record.items() if k != "part"}
+    atomic_write_json(root / PROVENANCE, prov)
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -100,3 +100,29 @@ def test_judge_foundation_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "cut" / F.PROVENANCE).read_text())["judge"]
     assert record["metrics"]["pretrain/heldout_accuracy"] >= 0 and record["config"]["steps"] == 12
     F.verify_foundation(tmp_path / "cut", "judge", "smoke")
+
+
+def test_candidate_pool_feeds_a_second_judge_stage(tmp_path):
+    """part=pool samples the base foundation's candidates of pool conditions (hash in the provenance); a judge
+    stage started from the first one (init_dir) compares them, and the provenance keeps both stages."""
+    root = tmp_path / "f"
+    F.build(F.FoundationsConfig(profile="smoke", part="all", out_dir=str(root),
+                                judge_overrides={"steps": 4, "checkpoint_every": 2}))
+    F.build(F.FoundationsConfig(profile="smoke", part="pool", out_dir=str(root), pool_conditions=10))
+    pool = root / "checkpoints" / F.POOL_FILE
+    with np.load(pool) as data:
+        assert data["images"].shape == (40, 32, 32, 3) and len(set(data["ids"])) == 10
+    from steps.judge_pretrain import load_candidates
+
+    assert all(len(v) == 4 for v in load_candidates(str(pool)).values())
+    stage2 = {"init_dir": str(root / "judge_stage1"), "candidates": str(pool), "steps": 4, "candidate_share": 1.0,
+              "checkpoint_every": 2, "anchor_fraction": 0.0}
+    import shutil
+
+    shutil.copytree(root / "judge", root / "judge_stage1")
+    F.build(F.FoundationsConfig(profile="smoke", part="judge", out_dir=str(root), judge_overrides=stage2))
+    record = json.loads((root / F.PROVENANCE).read_text())
+    assert record["judge"]["config"]["candidates"] == str(pool)
+    assert record["judge"]["earlier_stages"][0]["config"]["candidates"] == ""
+    assert record["candidate_pool"]["metrics"]["conditions"] == 10
+    assert (root / "checkpoints" / "judge_stage2").is_dir()
