@@ -42,6 +42,11 @@ class JudgeConfig:
     easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
     easy_candidate_share: float = field(0.5, "share of easy pairs built from real candidates (candidate_easy_pair)")
     show_source: bool = field(False, "show the masked source as a third image (ablation; off by default)")
+    adv_share: float = field(0.0, "share of each batch's preference pairs attacked before training (PGD within "
+                                  "adv_rms, labels kept: a perturbed winner must still win, a perturbed loser "
+                                  "must not start winning; Adv-RM style); 0 = off")
+    adv_rms: float = field(0.01, "RMS budget of that attack per image (pixels in [0, 1])")
+    adv_steps: int = field(2, "normalised gradient steps of that attack")
     heldout_fraction: float = field(0.25, "share of conditions held out for the agreement table")
     lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
     gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
@@ -244,6 +249,21 @@ def heldout_metrics(judge, data, show_source: bool) -> dict[str, float]:
     return out
 
 
+def attacked(judge, groups: list, queries: list[str], n_pairs: int, budget: float, steps: int) -> list:
+    """The first ``n_pairs`` pairs of a both-orders batch (rows 2k: winner first, 2k+1: loser first) replaced
+    by an attack that pushes the judge towards the wrong answer within ``budget`` (labels kept)."""
+    import torch
+
+    from steps.judge_pretrain import adversarial_images, to_float
+
+    first, second = to_float(groups[0]), to_float(groups[1])
+    winners, losers = first[0:2 * n_pairs:2], second[0:2 * n_pairs:2]
+    w, lo = adversarial_images(judge, winners, losers, queries[0:2 * n_pairs:2], torch.ones(n_pairs), budget, steps)
+    first[0:2 * n_pairs:2], second[0:2 * n_pairs:2] = w, lo
+    first[1:2 * n_pairs:2], second[1:2 * n_pairs:2] = lo, w
+    return [first, second]
+
+
 def build_or_load_judge(cfg: JudgeConfig):
     from steps.models.judge import Judge, spec_for
 
@@ -320,6 +340,9 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
             queries += [q, q]
         labels = torch.tensor([True, False] * cfg.batch_size)
         groups = [np.stack(firsts), np.stack(seconds)] + ([np.stack(sources)] if cfg.show_source else [])
+        n_adv = int(round(cfg.adv_share * cfg.batch_size)) if not easy and not cfg.show_source else 0
+        if n_adv:
+            groups = attacked(judge, groups, queries, n_adv, cfg.adv_rms, cfg.adv_steps)
         loss, margin = yes_no_loss(judge, groups, queries, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -313,3 +313,26 @@ def test_compare_asks_both_orders_and_shows_the_source_as_trained():
         shown.compare(*args)
     shown.compare(*args, sources=bright, masks=np.zeros((3, 8, 8), np.uint8))
     assert shown.calls == [1, 1]
+
+
+def test_attacked_pairs_stay_mirrored_and_within_budget():
+    import torch
+
+    from steps.judge import attacked
+    from steps.models.judge import Judge, spec_for
+    from steps.world import WorldConfig, make_sample
+
+    judge = Judge.build(spec_for("smoke"))
+    samples = [make_sample(WorldConfig(size=32), i, "removal") for i in range(3)]
+    firsts, seconds = [], []
+    for s in samples:
+        firsts += [s.target, s.image]
+        seconds += [s.image, s.target]
+    queries = ["Is the first image better than the second?"] * 6
+    first, second = attacked(judge, [np.stack(firsts), np.stack(seconds)], queries, 2, 0.01, 2)
+    assert torch.equal(first[0], second[1]) and torch.equal(second[0], first[1])  # pair 0 mirrored
+    target = torch.as_tensor(samples[0].target).permute(2, 0, 1).float() / 255
+    rms = (first[0] - target).pow(2).mean().sqrt()
+    assert 0 < rms <= 0.01 + 1e-5
+    untouched = torch.as_tensor(samples[2].target).permute(2, 0, 1).float() / 255
+    assert torch.equal(first[4], untouched)  # the third pair is not attacked
