@@ -19,8 +19,13 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 MLFLOW_URI ?= sqlite:///$(abspath mlflow/mlflow.db)
+# Label Studio lives in its own venv: its pins (Django, boto, ...) clash with the project's. Pinned; keep in
+# step with LABEL_STUDIO_VERSION in steps/labelstudio.py (the export format and API calls were checked on it).
+LS_VENV := .venv-labelstudio
+LABEL_STUDIO_VERSION := 1.23.2
+LS_PORT ?= 8080
 
-.PHONY: setup run smoke test lint ui mlflow-ui clean foundations
+.PHONY: setup run smoke test lint ui mlflow-ui clean foundations labelstudio annotate
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +34,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
+
+$(LS_VENV)/.installed:
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --upgrade pip
+	$(LS_VENV)/bin/pip install -q label-studio==$(LABEL_STUDIO_VERSION)
+	touch $@
+
+labelstudio: $(LS_VENV)/.installed  ## Label Studio in its own venv (the round-trip tests and `make annotate` use it)
+
+annotate: setup labelstudio  ## Label Studio on 127.0.0.1:$(LS_PORT) with a project of data/$(PROFILE)/candidates
+	python -m steps.labelstudio serve --candidates data/$(ONEREWARD_PROFILE)/candidates \
+	  --train data/$(ONEREWARD_PROFILE)/train --port $(LS_PORT)
 
 setup: $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME) mlflow
@@ -56,7 +73,7 @@ foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resum
 smoke:  ## the whole graph in the smoke profile (what CI materializes)
 	$(MAKE) run PROFILE=smoke ONEREWARD_PROFILE=smoke
 
-test: setup
+test: setup labelstudio
 	pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: setup  ## what CI checks (formatting is not enforced yet)

@@ -4,8 +4,14 @@
 
 Starts `dagster-webserver` on 127.0.0.1 against $DAGSTER_HOME and the current profile, opens the asset
 catalog in Debian's Chromium through Playwright (no browser download: /usr/bin/chromium), checks that
-every asset of the code location shows "Materialized", dismisses the first-visit dialog, and saves
-screenshots of the catalog, of the lineage graph and of each asset group's graph (group_<name>.png). Exit code 0 when every asset is materialized.
+every asset of the code location shows "Materialized", and saves screenshots of the catalog, of the
+lineage graph, of each asset group's graph (group_<name>.png) and, when it is materialized, of
+`benchmark_report`'s page with its charts in the metadata (benchmark_report.png).
+
+Dagster shows a first-visit "Join the Dagster community" dialog on localhost one second after the page
+loads; the browser starts with the local-storage entry that Dagster writes when it is dismissed
+(``communityNux``), and before each screenshot the script checks that no dialog covers the page (exit 3
+naming the screenshot and the dialog's text otherwise). Exit code 0 when every asset is materialized.
 """
 
 from __future__ import annotations
@@ -67,6 +73,57 @@ def rows_materialized(text: str, asset_names: list[str], all_names: list[str] | 
     return shown
 
 
+# Dagster's CommunityNux reads this key (JSON) and stays closed when it is set, as after "Skip".
+SUPPRESS_NUX = "window.localStorage.setItem('communityNux', JSON.stringify('1'));"
+NUX_DELAY_MS = 1500  # the dialog opens 1 s after the page renders: look later than that
+DIALOGS = '[role="dialog"]:visible, [class*="overlay-backdrop"]:visible'
+
+
+class CoveredError(RuntimeError):
+    """A dialog covers the page a screenshot is about to show."""
+
+
+def covering_dialogs(page) -> list[str]:
+    """The text (first 80 characters) of every visible dialog or modal backdrop on the page."""
+    page.wait_for_timeout(NUX_DELAY_MS)
+    found = page.locator(DIALOGS)
+    return [(found.nth(i).inner_text() or "(a modal backdrop)").strip()[:80] for i in range(found.count())]
+
+
+def screenshot(page, path: Path, **kwargs) -> Path:
+    """A screenshot of what a person sees: refused (`CoveredError`) while a dialog covers the page."""
+    covering = covering_dialogs(page)
+    if covering:
+        raise CoveredError(f"{path.name}: a dialog covers the page: {' | '.join(covering)}")
+    page.screenshot(path=str(path), **kwargs)
+    return path
+
+
+REPORT_ASSET = "benchmark_report"
+REPORT_CHARTS = "benchmark_charts"  # the metadata entry with the synthetic split's good/same/bad charts
+
+
+def report_page(page, port: int, out: Path) -> list[Path]:
+    """`benchmark_report`'s page (its metadata table), then its charts opened from the metadata.
+
+    Markdown metadata opens in Dagster's own dialog: that one is what the second screenshot shows, and it
+    must hold rendered chart images (not broken ones)."""
+    page.goto(f"http://127.0.0.1:{port}/assets/{REPORT_ASSET}", wait_until="networkidle")
+    page.wait_for_selector(f"text={REPORT_CHARTS}", timeout=60_000)
+    shots = [screenshot(page, out / f"{REPORT_ASSET}.png", full_page=True)]
+    row = page.locator("tr", has_text=REPORT_CHARTS).first
+    row.get_by_text("Show Markdown").click()
+    dialog = page.locator('[role="dialog"]:visible').first
+    dialog.locator("img").first.wait_for(timeout=30_000)
+    widths = dialog.locator("img").evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    if not widths or min(widths) == 0:
+        raise CoveredError(f"{REPORT_ASSET}: {REPORT_CHARTS} shows no rendered chart (image widths {widths})")
+    page.wait_for_timeout(500)
+    dialog.screenshot(path=str(out / f"{REPORT_ASSET}_charts.png"))
+    shots.append(out / f"{REPORT_ASSET}_charts.png")
+    return shots
+
+
 LOCATION = "orchestration.definitions"  # the code location `-m orchestration.definitions` serves
 GROUPS = ("datasets", "models", "reward_model", "rl", "evaluation")
 
@@ -78,11 +135,10 @@ def check_ui(port: int, asset_names: list[str], out: Path, all_names: list[str] 
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1400})
+        context = browser.new_context(viewport={"width": 1600, "height": 1400})
+        context.add_init_script(SUPPRESS_NUX)
+        page = context.new_page()
         page.goto(f"http://127.0.0.1:{port}/assets", wait_until="networkidle")
-        skip = page.get_by_role("button", name="Skip")
-        if skip.count():
-            skip.first.click()
         page.wait_for_selector("text=Materialized", timeout=60_000)
         deadline = time.time() + 30  # statuses stream in row by row
         while True:
@@ -90,14 +146,16 @@ def check_ui(port: int, asset_names: list[str], out: Path, all_names: list[str] 
             if all(shown.values()) or time.time() > deadline:
                 break
             page.wait_for_timeout(1000)
-        page.screenshot(path=str(out / "catalog.png"), full_page=True)
+        screenshot(page, out / "catalog.png", full_page=True)
         page.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
         page.wait_for_timeout(3000)
-        page.screenshot(path=str(out / "lineage.png"))
+        screenshot(page, out / "lineage.png")
         for group in GROUPS:  # each group's graph expanded: the assets, their status and checks
             page.goto(f"http://127.0.0.1:{port}/locations/{LOCATION}/asset-groups/{group}", wait_until="networkidle")
             page.wait_for_timeout(2000)
-            page.screenshot(path=str(out / f"group_{group}.png"))
+            screenshot(page, out / f"group_{group}.png")
+        if shown.get(REPORT_ASSET):
+            report_page(page, port, out)
         browser.close()
     return shown
 
@@ -120,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     server = start_webserver(port, dict(os.environ))
     try:
         shown = check_ui(port, names, Path(args.out), all_names)
+    except CoveredError as e:
+        print(f"not what a person sees: {e}")
+        return 3
     finally:
         server.terminate()
         server.wait(timeout=30)

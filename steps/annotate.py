@@ -38,6 +38,8 @@ class AnnotateConfig:
     train_dir: str = field("data/tiny/train", "the conditions the candidates were sampled for")
     out_dir: str = field("data/tiny/preferences", "output: pairs.jsonl + linked images")
     human_dir: str = field("", "a folder with human pairs.jsonl + images; empty = simulated annotators")
+    label_studio: str = field("", "a Label Studio project URL (http://127.0.0.1:8080/projects/<id>) or export "
+                                  "JSON file to ingest; API token from $LABEL_STUDIO_API_KEY or .labelstudio/")
     noise: float = field(0.10, "simulated: probability an annotator flips its choice")
     n_annotators: int = field(3, "simulated: number of annotators (each with its own seed)")
     tie_margin: float = field(0.03, "simulated: drop pairs whose world-score gap is below this")
@@ -125,7 +127,49 @@ def _counts(pairs: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def read_label_studio_export(location: str) -> tuple[list[dict[str, Any]], str]:
+    """(export, name for errors) from a project URL (read through the REST API) or an export JSON file."""
+    import re
+
+    from steps.labelstudio import DATA_DIR, TOKEN_ENV, LabelStudio, credentials
+
+    m = re.match(r"^(https?://[^/]+)/projects/(\d+)", location)
+    if m is None:
+        path = Path(location)
+        if not path.is_file():
+            raise FileNotFoundError(f"label_studio {location!r}: neither http(s)://<host>/projects/<id> nor a file")
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), str(path)
+        except ValueError as e:
+            raise ValueError(f"{path}:{getattr(e, 'lineno', 0)}: not Label Studio's JSON export ({e})") from None
+    token = os.environ.get(TOKEN_ENV) or (credentials(DATA_DIR)["token"] if (DATA_DIR / "credentials.json").is_file()
+                                          else "")
+    if not token:
+        raise ValueError(f"no Label Studio API token: set {TOKEN_ENV} (Account & Settings > Access token)")
+    export = LabelStudio(m.group(1), token).export(int(m.group(2)))
+    return export, f"Label Studio {m.group(1)} project {m.group(2)}"
+
+
+def ingest_label_studio(cfg: AnnotateConfig) -> dict[str, Any]:
+    """A Label Studio export -> validated pairs (steps.labelstudio_export), then ingested like any human pairs."""
+    import dataclasses
+    import tempfile
+
+    from steps.labelstudio_export import pairs_from_export, write_pairs_folder
+
+    export, source = read_label_studio_export(cfg.label_studio)
+    pairs, report = pairs_from_export(export, source, cfg.candidates_dir)
+    Path(cfg.out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".labelstudio-", dir=Path(cfg.out_dir).parent) as tmp:
+        staged = write_pairs_folder(pairs, cfg.candidates_dir, Path(tmp) / "export", export)
+        result = ingest_human(dataclasses.replace(cfg, human_dir=str(staged), label_studio=""))
+    return {**result, "label_studio": source, "skipped": report["skipped"], "unannotated": len(report["unannotated"]),
+            "annotations": report["annotations"], "annotators": sorted({p["annotator"] for p in pairs})}
+
+
 def annotate(cfg: AnnotateConfig) -> dict[str, Any]:
+    if cfg.label_studio:
+        return ingest_label_studio(cfg)
     return ingest_human(cfg) if cfg.human_dir else simulate_pairs(cfg)
 
 

@@ -87,6 +87,8 @@ def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: 
              f"= share of conditions where `{ours}` is better / tied / worse than the system; net = mean of "
              "(good - bad) over the cells.",
              "Judge: asked both ways round; good/bad only when both orders agree, otherwise same.",
+             "Model outputs are scored RAW (the kept region as the model decoded it, not pasted back as the "
+             "registered model and `steps.infer` return it), so consistency and kept-region PSNR/SSIM measure drift.",
              ]
     if "annotators" in raters:
         lines.append(f"**{SIMULATED_NOTE.format(margin=tie_margin)}**")

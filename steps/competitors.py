@@ -7,6 +7,9 @@ Three kinds of system fill folders of the same layout, one folder per system:
   ``champion``), sampled by `fill_with_pipeline` with a noise seed per condition (the seed and the
   benchmark id), so every model system starts a condition from the same noise: a paired comparison, and
   outputs that do not depend on batch size or order (up to float rounding of batched matmuls). The registered pyfunc samples the same way.
+  Images of another size than the model's resolution are resized to it and the outputs back
+  (steps.fill). The benchmark keeps RAW outputs (no kept pixels pasted back, unlike the registered model
+  and ``python -m steps.infer``), so PSNR/SSIM of the kept region still measure the model's drift.
 - user folders: anything a user drops in, checked by `validate_competitor_folder` and copied in.
 
 A folder may carry ``system.json`` (``{"tasks": ["extend"], "kind": ..., ...}``) to say it covers only
@@ -192,6 +195,7 @@ def run_model(system: str, pipeline_dir: str | os.PathLike, conditions: list[Con
     """Fill every condition with the FluxFill pipeline in ``pipeline_dir`` (or an already loaded ``pipe``)."""
     from tqdm import tqdm
 
+    from steps.fill import fill_images
     from steps.io import read_mask, read_rgb
     from steps.models.policy import load_fill_pipeline
 
@@ -200,12 +204,12 @@ def run_model(system: str, pipeline_dir: str | os.PathLike, conditions: list[Con
     step = max(batch_size * 4, 1)
     for start in tqdm(range(0, len(conditions), step), desc=f"competitors: {system}", unit="batch", mininterval=5):
         chunk = conditions[start:start + step]
-        filled = fill_with_pipeline(pipe, [read_rgb(c.image) for c in chunk], [read_mask(c.mask) for c in chunk],
-                                    [c.prompt for c in chunk], [condition_seed(seed, c.id) for c in chunk],
-                                    num_steps, guidance, batch_size)
+        filled = fill_images(pipe, [read_rgb(c.image) for c in chunk], [read_mask(c.mask) for c in chunk],
+                             [c.prompt for c in chunk], [condition_seed(seed, c.id) for c in chunk],
+                             num_steps, guidance, batch_size, keep_unmasked=False)
         outputs.update({c.id: out for c, out in zip(chunk, filled)})
     info = {"kind": "model", "tasks": sorted({c.task for c in conditions}), "pipeline": str(pipeline_dir),
-            "seed": seed, "num_steps": num_steps, "guidance": guidance}
+            "output": "raw (kept region as the model decoded it, not pasted back)", "seed": seed, "num_steps": num_steps, "guidance": guidance}
     return _write_system(Path(out_root), system, outputs, info)
 
 

@@ -7,8 +7,12 @@ Request: a pandas DataFrame, one row per fill request (`steps.serving.FILL_INPUT
 - ``mask``:   str, base64 of a PNG of the same size (single channel; > 127 = region to generate)
 - ``prompt``: str, what to generate (may be empty for extend and removal)
 - ``task``:   str, fill | extend | removal
-Response: a DataFrame with one column ``image`` (str, base64 PNG, the request's size).
-Params (optional per call): ``num_steps``, ``guidance``, ``seed``; defaults from the logged model_config.
+Response: a DataFrame with one column ``image`` (str, base64 PNG, the request's size). A request of another
+size than the model's resolution is resized to it and the output back (steps.fill). The kept region
+(mask 0) is pasted back over the output (diffusers' inpainting overlay) unless ``keep_unmasked`` is False
+(then the raw model output: the whole image as the VAE decoded it).
+Params (optional per call): ``num_steps``, ``guidance``, ``seed``, ``keep_unmasked``; defaults from the
+logged model_config.
 Row i's noise comes from (seed, i), so a request's output does not depend on the other rows' sizes.
 Artifact ``pipeline``: a FluxFill pipeline directory (diffusers layout).
 """
@@ -27,18 +31,19 @@ class FillModel(PythonModel):
 
         setup()
         self.pipe = load_fill_pipeline(context.artifacts["pipeline"])
-        self.defaults = {"num_steps": 8, "guidance": 30.0, "seed": 0, **(context.model_config or {})}
+        self.defaults = {"num_steps": 8, "guidance": 30.0, "seed": 0, "keep_unmasked": True,
+                         **(context.model_config or {})}
 
     # The DataFrame hint only tells MLflow not to validate by type hints: the logged signature does.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from steps.competitors import fill_with_pipeline
+        from steps.fill import fill_images
         from steps.serving import decode_fill_requests, encode_png
 
         p = {**self.defaults, **(params or {})}
         images, masks, prompts = decode_fill_requests(model_input)
         seeds = [int(p["seed"]) * 1_000_003 + i for i in range(len(images))]
-        filled = fill_with_pipeline(self.pipe, images, masks, prompts, seeds, int(p["num_steps"]),
-                                    float(p["guidance"]))
+        filled = fill_images(self.pipe, images, masks, prompts, seeds, int(p["num_steps"]), float(p["guidance"]),
+                             keep_unmasked=bool(p["keep_unmasked"]))
         return pd.DataFrame({"image": [encode_png(out) for out in filled]})
 
 

@@ -5,7 +5,10 @@
 
 The mask is a PNG of the image's size, > 127 = region to generate. ``--model`` takes any MLflow model URI
 (``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<model id>``, ``runs:/...``) or a
-local model directory; ``--tracking-uri`` defaults to ``$MLFLOW_TRACKING_URI`` or the project's
+local model directory. The kept region (mask 0) of the output is the input's own pixels (diffusers'
+inpainting overlay); ``--raw`` returns the model's raw output instead (the VAE re-encodes the whole image,
+so the kept region comes back regenerated and blurred). Images of any size are resized to the model's
+resolution and the output back to the input's size. ``--tracking-uri`` defaults to ``$MLFLOW_TRACKING_URI`` or the project's
 ``mlflow/mlflow.db``. The model loads through ``mlflow.pyfunc.load_model``; the output PNG is written
 atomically. Exit status: 0 on success, 2 for bad arguments or inputs, 1 when the model cannot be found.
 """
@@ -37,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking/registry URI")
     p.add_argument("--num-steps", type=int, default=None, help="override the model's Euler steps")
     p.add_argument("--seed", type=int, default=None, help="override the model's noise seed")
+    p.add_argument("--raw", action="store_true",
+                   help="return the raw model output (default: the kept pixels pasted back over it)")
     return p
 
 
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     params = {k: v for k, v in (("num_steps", args.num_steps), ("seed", args.seed)) if v is not None}
+    if args.raw:
+        params["keep_unmasked"] = False
     from mlflow.exceptions import MlflowException
 
     try:
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     buf = io.BytesIO()
     Image.fromarray(decode_png(result["image"].iloc[0])).save(buf, format="PNG")
     atomic_write_bytes(args.out, buf.getvalue())
-    print(f"wrote {args.out} ({args.task}, model {args.model})")
+    print(f"wrote {args.out} ({args.task}, model {args.model}, {'raw output' if args.raw else 'kept pixels kept'})")
     return 0
 
 

@@ -109,7 +109,7 @@ def fill_signature(num_steps: int = 8, guidance: float = 30.0, seed: int = 0):
         inputs=Schema([ColSpec("string", c) for c in FILL_INPUT_COLUMNS]),
         outputs=Schema([ColSpec("string", "image")]),
         params=ParamSchema([ParamSpec("num_steps", "long", num_steps), ParamSpec("guidance", "double", guidance),
-                            ParamSpec("seed", "long", seed)]))
+                            ParamSpec("seed", "long", seed), ParamSpec("keep_unmasked", "boolean", True)]))
 
 
 def judge_signature():

@@ -11,6 +11,8 @@ TRAIN = dg.AssetKey("train_conditions")
 BENCHMARK = dg.AssetKey("benchmark_conditions")
 VALIDATION = dg.AssetKey("validation_conditions")
 PHOTOS = dg.AssetKey("photo_benchmark")
+USER = dg.AssetKey("user_benchmark")
+USER_BENCHMARK_ENV = "ONEREWARD_USER_BENCHMARK"  # a folder: manifest.jsonl, images, masks, competitors/<system>/
 SPLIT_DIRS = {TRAIN: "train", VALIDATION: "validation", BENCHMARK: "benchmark", PHOTOS: "photos"}
 DATA_GROUP = "datasets"
 
@@ -75,6 +77,31 @@ def photo_benchmark(context: dg.AssetExecutionContext, project: ProjectResource,
     stage = f"photos@{project.profile}"
     rebuilt = dvc.repro(stage)
     return _record(context, project, mlflow, stage, rebuilt, dvc.out_hashes(stage), PHOTOS)
+
+
+@dg.asset(key=USER, group_name=DATA_GROUP)
+def user_benchmark(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    """Your own benchmark (ONEREWARD_USER_BENCHMARK): photos of any size, masks and competitors/<system>/<id>.png,
+    validated (every missing or mis-sized competitor output named) and copied to data/<profile>/user; the
+    benchmark then rates our model against every system on it. Unset: no user split (an old copy is removed)."""
+    import os
+    import shutil
+
+    from steps.hashing import dir_digest
+    from steps.user_benchmark import USER_SPLIT, ingest_user_benchmark
+
+    out = project.data_dir / USER_SPLIT
+    folder = os.environ.get(USER_BENCHMARK_ENV, "")
+    if not folder:
+        shutil.rmtree(out, ignore_errors=True)
+        return dg.MaterializeResult(data_version=dg.DataVersion("none"),
+                                    metadata={"configured": f"no ({USER_BENCHMARK_ENV} is not set)"})
+    result = ingest_user_benchmark(folder, out)
+    digest = dir_digest(out)
+    return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]), metadata={
+        "source": dg.MetadataValue.path(result["source"]), "path": dg.MetadataValue.path(str(out)), "sha256": digest,
+        "n_conditions": result["n_conditions"], "per_task": dg.MetadataValue.json(result["n_by_task"]),
+        "competitor_systems": dg.MetadataValue.json(result["systems"])})
 
 
 def manifest_path(project: ProjectResource, key: dg.AssetKey) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.datasets import BENCHMARK, PHOTOS
+from orchestration.assets.datasets import BENCHMARK, PHOTOS, USER
 from orchestration.assets.judge import AGREEMENT, JUDGE
 from orchestration.assets.models import BASE_MODEL, image_md
 from orchestration.resources import MlflowResource, ProjectResource
@@ -17,8 +17,14 @@ REPORT = dg.AssetKey("benchmark_report")
 FILL_REGISTRATION = dg.AssetKey("fill_model_registration")
 JUDGE_REGISTRATION = dg.AssetKey("judge_registration")
 EVAL_GROUP = "evaluation"
-SPLITS = ("benchmark", "photos")
+SPLITS = ("benchmark", "photos")  # always; plus "user" when user_benchmark copied a folder in
 USER_COMPETITORS_ENV = "ONEREWARD_COMPETITORS"  # os.pathsep-separated folders competitors/<system>/<id>.png
+
+
+def splits(project: ProjectResource) -> list[str]:
+    from steps.user_benchmark import USER_SPLIT
+
+    return [*SPLITS, *([USER_SPLIT] if (project.data_dir / USER_SPLIT / "manifest.jsonl").is_file() else [])]
 
 
 def policy_dirs(project: ProjectResource) -> dict[str, Path]:
@@ -35,14 +41,16 @@ def ours(project: ProjectResource) -> str:
     return "dynamic" if "dynamic" in dirs else "static"
 
 
-@dg.asset(key=COMPETITORS, group_name=EVAL_GROUP, deps=[POLICY, BASE_MODEL, BENCHMARK, PHOTOS])
+@dg.asset(key=COMPETITORS, group_name=EVAL_GROUP, deps=[POLICY, BASE_MODEL, BENCHMARK, PHOTOS, USER])
 def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResource,
                        mlflow: MlflowResource) -> dg.MaterializeResult:
     """Outputs of every system on every benchmark split: our RL variants, the base, the current registry
     champion, classical inpainting (Telea, Navier-Stokes, biharmonic, PatchMatch, reflect) and user folders
-    (ONEREWARD_COMPETITORS, validated: missing ids and sizes are reported)."""
+    (ONEREWARD_COMPETITORS, validated: missing ids and sizes are reported); on the user split, its own
+    competitors/<system>/. Model outputs are raw (kept region not pasted back) and resized back to each photo."""
     from steps.competitors import CompetitorsConfig, build_competitors
     from steps.registry import download_pipeline
+    from steps.user_benchmark import USER_SPLIT, competitor_folders
 
     root = project.root_path
     models = {"base": str(root / f"outputs/{project.profile}/base_model")}
@@ -53,9 +61,10 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
         models["champion"] = str(champion)
     users = tuple(p for p in os.environ.get(USER_COMPETITORS_ENV, "").split(os.pathsep) if p)
     metadata = {}
-    for split in SPLITS:
+    for split in splits(project):
+        folders = {"benchmark": users, USER_SPLIT: tuple(map(str, competitor_folders(project.data_dir / split)))}
         cfg = CompetitorsConfig.for_profile(project.profile, root, split, models=models,
-                                            user_folders=users if split == "benchmark" else (),
+                                            user_folders=folders.get(split, ()),
                                             threads=project.solo_threads)
         result = build_competitors(cfg)
         metadata[f"{split}_systems"] = dg.MetadataValue.json(sorted(result["systems"]))
@@ -74,7 +83,7 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
     root = project.root_path
     judge = Judge.load(root / f"outputs/{project.profile}/judge").eval()
     metadata: dict = {"ours": ours(project)}
-    for split in SPLITS:
+    for split in splits(project):
         cfg = BenchmarkConfig.for_profile(project.profile, root, split, ours=ours(project),
                                           judge_dir=str(root / f"outputs/{project.profile}/judge"),
                                           threads=project.solo_threads)

@@ -22,6 +22,7 @@ JUDGE = dg.AssetKey("judge")
 AGREEMENT = dg.AssetKey("judge_agreement")
 JUDGE_GROUP = "reward_model"
 HUMAN_PAIRS_ENV = "ONEREWARD_HUMAN_PAIRS"
+LABEL_STUDIO_ENV = "ONEREWARD_LABEL_STUDIO"  # a Label Studio project URL (or export file) to ingest
 
 _PATHS = ("profile", "train_dir", "out_dir", "base_dir", "candidates_dir", "pairs_dir", "init_dir", "judge_dir")
 PretrainRunConfig = config_from_dataclass(JudgePretrainConfig, "JudgePretrainRunConfig", exclude=_PATHS)
@@ -115,15 +116,17 @@ def preference_candidates(context: dg.AssetExecutionContext, config: CandidatesR
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, project: ProjectResource,
                      dvc: DvcResource) -> dg.MaterializeResult:
     """Preference pairs (pairs.jsonl): SIMULATED annotators on smoke/tiny, or human annotations ingested from
-    the folder in ONEREWARD_HUMAN_PAIRS (validated first); versioned with DVC. The sensor retrains on change."""
+    a Label Studio project (ONEREWARD_LABEL_STUDIO, `make annotate`) or the folder in ONEREWARD_HUMAN_PAIRS
+    (validated first); versioned with DVC. The sensor retrains on change."""
     from steps.annotate import annotate
 
     human = os.environ.get(HUMAN_PAIRS_ENV, "")
     cfg = AnnotateConfig(**{**dict(candidates_dir=str(project.data_dir / "candidates"),
                                    train_dir=str(project.data_dir / "train"),
-                                   out_dir=str(project.data_dir / "preferences"), human_dir=human),
+                                   out_dir=str(project.data_dir / "preferences"), human_dir=human,
+                                   label_studio=os.environ.get(LABEL_STUDIO_ENV, "")),
                             **overrides(config)})
-    if project.profile == "flux" and not cfg.human_dir:
+    if project.profile == "flux" and not (cfg.human_dir or cfg.label_studio):
         raise dg.Failure(f"flux needs human preference labels: set {HUMAN_PAIRS_ENV} to a folder with pairs.jsonl")
     result = annotate(cfg)
     md5 = dvc.add(cfg.out_dir)
@@ -131,7 +134,8 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, 
     return dg.MaterializeResult(data_version=dg.DataVersion(md5), metadata={
         "path": dg.MetadataValue.path(cfg.out_dir), "dvc_md5": md5, "labels": label_note,
         "n_pairs": result["n_pairs"], "per_task_dimension": dg.MetadataValue.json(result["per_task_dimension"]),
-        **{k: result[k] for k in ("ties_dropped", "flipped") if k in result}})
+        **{k: result[k] for k in ("ties_dropped", "flipped", "label_studio", "annotations") if k in result},
+        **{k: dg.MetadataValue.json(result[k]) for k in ("skipped", "annotators") if k in result}})
 
 
 @dg.asset(key=JUDGE, group_name=JUDGE_GROUP, deps=[JUDGE_PRETRAIN, PAIRS])

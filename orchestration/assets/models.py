@@ -18,8 +18,10 @@ BaseModelConfig = config_from_dataclass(BaseConfig, "BaseModelConfig", exclude=(
 
 
 def image_md(path: str | Path, width: int = 480) -> str:
+    """A PNG inline in markdown metadata. Markdown image syntax: Dagster's renderer drops raw HTML (an
+    `<img>` tag showed an empty box), but lets `data:` image sources through. ``width`` is not expressible."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" width="{width}"/>'
+    return f"![{Path(path).stem}](data:image/png;base64,{data})"
 
 
 def quality_md(result: dict) -> str:

@@ -9,7 +9,7 @@ from orchestration.definitions import defs
 ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark", "base_model",
           "judge_pretrain",
           "preference_candidates", "preference_pairs", "judge", "judge_agreement", "policy", "competitor_outputs",
-          "benchmark_report", "fill_model_registration", "judge_registration"}
+          "benchmark_report", "fill_model_registration", "judge_registration", "user_benchmark"}
 
 
 def _graph():

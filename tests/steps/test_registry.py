@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from steps.registry import (
     CHALLENGER,
@@ -67,6 +68,12 @@ def test_registered_fill_model_loads_from_the_registry_and_fills(mlflow_uri, reg
     assert [f.shape for f in filled] == [(SIZE, SIZE, 3)] * 2
     again = model.predict(pd.DataFrame([fill_request(image, mask, "a red circle", "fill")]))
     assert again["image"][0] == out["image"][0]  # fixed seed
+    # By default the kept pixels are the request's own; keep_unmasked=False gives the raw decoded output.
+    assert np.array_equal(filled[0][mask == 0], image[mask == 0])
+    raw = decode_png(model.predict(pd.DataFrame([fill_request(image, mask, "a red circle", "fill")]),
+                                   params={"keep_unmasked": False})["image"][0])
+    assert np.array_equal(raw[mask == 255], filled[0][mask == 255])
+    assert not np.array_equal(raw[mask == 0], image[mask == 0])
     location = client.get_logged_model(registered["model_id"]).artifact_location
     requirements = (Path(location.removeprefix("file://")) / "requirements.txt").read_text().split()
     assert {"torch", "diffusers", "mlflow"} <= {r.split("==")[0] for r in requirements}
@@ -121,6 +128,21 @@ def test_infer_cli_fills_from_the_champion_with_clear_errors(mlflow_uri, pipelin
             "--prompt", "a red circle", "--out", str(tmp_path / "out.png"), "--tracking-uri", mlflow_uri]
     assert main(["--model", f"models:/{FILL_MODEL_NAME}@{CHAMPION}", *args]) == 0
     assert read_rgb(tmp_path / "out.png").shape == (SIZE, SIZE, 3)
+    assert np.array_equal(read_rgb(tmp_path / "out.png")[mask == 0], image[mask == 0])  # kept pixels kept
+    raw_args = [a if a != str(tmp_path / "out.png") else str(tmp_path / "raw.png") for a in args]
+    assert main(["--model", f"models:/{FILL_MODEL_NAME}@{CHAMPION}", *raw_args, "--raw"]) == 0
+    assert not np.array_equal(read_rgb(tmp_path / "raw.png")[mask == 0], image[mask == 0])
+    # A photo of another size: resized to the model's 32 px and back, kept pixels still the photo's own.
+    big = np.asarray(Image.fromarray(image).resize((72, 56)))
+    big_mask = np.zeros((56, 72), np.uint8)
+    big_mask[10:30, 20:50] = 255
+    write_png(tmp_path / "big.png", big)
+    write_png(tmp_path / "big_mask.png", big_mask)
+    big_args = ["--image", str(tmp_path / "big.png"), "--mask", str(tmp_path / "big_mask.png"), "--task", "removal",
+                "--out", str(tmp_path / "big_out.png"), "--tracking-uri", mlflow_uri]
+    assert main(["--model", f"models:/{FILL_MODEL_NAME}@{CHAMPION}", *big_args]) == 0
+    big_out = read_rgb(tmp_path / "big_out.png")
+    assert big_out.shape == (56, 72, 3) and np.array_equal(big_out[big_mask == 0], big[big_mask == 0])
 
     assert main(["--model", f"models:/{FILL_MODEL_NAME}@nope", *args]) == 1
     assert "has no alias 'nope'" in capsys.readouterr().err
