@@ -153,6 +153,9 @@ def install_foundation(profile: str, part: str, dest: str | os.PathLike,
     return dict(record, path=str(source), report_dir=str(source.parent / f"{part}_report"))
 
 
+START_COMMIT: dict[str, str] = {}  # the commit a part's training started from (the code that trained it)
+
+
 def write_provenance(cfg: FoundationsConfig, part: str, result: dict[str, Any], seconds: float) -> dict[str, Any]:
     from steps.io import atomic_write_json
     from steps.tracking import git_commit
@@ -167,7 +170,8 @@ def write_provenance(cfg: FoundationsConfig, part: str, result: dict[str, Any], 
                                                     if k not in ("sha256", "earlier_stages")}]
     record[part] = {
         "command": " ".join(shlex.quote(a) for a in ["python", "-m", "steps.foundations", *sys.argv[1:]]),
-        "commit": git_commit(),
+        "commit": START_COMMIT.get(part) or git_commit(),
+        "commit_when_written": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": _machine(),
         "config": result["config"],
@@ -222,7 +226,9 @@ def _tracker_log(profile: str, run_name: str, run_id_file: Path):
 
 def run_base(cfg: FoundationsConfig) -> dict[str, Any]:
     from steps.base import pretrain
+    from steps.tracking import git_commit
 
+    START_COMMIT["base"] = git_commit()
     bcfg = base_config(cfg)
     log, finish, run_id = _tracker_log(cfg.profile, "foundation_base", Path(bcfg.checkpoint_dir) / "mlflow_run_id")
     t0 = time.perf_counter()
@@ -238,7 +244,9 @@ def run_base(cfg: FoundationsConfig) -> dict[str, Any]:
 
 def run_judge(cfg: FoundationsConfig) -> dict[str, Any]:
     from steps.judge_pretrain import pretrain_judge
+    from steps.tracking import git_commit
 
+    START_COMMIT["judge"] = git_commit()
     jcfg = judge_config(cfg)
     log, finish, run_id = _tracker_log(cfg.profile, "foundation_judge", Path(jcfg.checkpoint_dir) / "mlflow_run_id")
     t0 = time.perf_counter()
