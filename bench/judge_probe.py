@@ -1,10 +1,11 @@
 """The judge's gradient probe from the command line (steps/judge_probe.py says what it measures).
 
     python bench/judge_probe.py --judge outputs/tiny/judge --pairs data/tiny/preferences --train data/tiny/train
-    python bench/judge_probe.py --judge foundations/tiny/judge ...      # the foundation, before fine-tuning
+    python bench/judge_probe.py --judge foundations/tiny/judge --agreement   # the foundation, before fine-tuning
 
 Start images: the first candidate of each held-out condition of the preference data (the same held-out split
 as the agreement table). Prints the per-cell table for RMS budgets 0.03 and 0.12 and the machine it ran on;
+``--agreement`` prints the held-out agreement table first (steps.judge_eval, paper Table 1 thresholds);
 ``--out`` saves the whole result as JSON.
 """
 
@@ -33,16 +34,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--heldout-fraction", type=float, default=0.25)
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--agreement", action="store_true", help="also the held-out agreement table")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     setup(threads=args.threads)
     t0 = time.perf_counter()
     data = load_preference_data(args.pairs, args.train, args.heldout_fraction)
     judge = Judge.load(args.judge).eval()
+    table = None
+    if args.agreement:
+        from steps.judge_eval import PAPER_THRESHOLDS, agreement_table, table_markdown
+
+        table = agreement_table(judge, data, PAPER_THRESHOLDS)
     result = run_probe(judge, heldout_items(data), per_cell=args.per_cell)
+    result["agreement"] = table
     result["machine"] = machine()
     result["seconds"] = time.perf_counter() - t0
     print(f"{args.judge}: {machine_line(result['machine'])}; {result['seconds']:.0f} s")
+    if table is not None:
+        print(table_markdown(table, simulated=True))
+        print(f"mean {sum(r['accuracy'] for r in table.values()) / len(table):.3f}, "
+              f"{sum(r['passed'] for r in table.values())}/{len(table)} cells at or above Table 1\n")
     print(probe_markdown(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,7 @@ class SampleTruth:
             got = soft_shows_colour(x, self.background, self.colour) * inside
             ref = self.ref_colour
             inter, union = (ref * got).sum(), (ref + got - ref * got).sum()
-            iou = inter / union if float(union) > 0 else x.sum() * 0 + 1
+            iou = inter / union if float(union.detach()) > 0 else x.sum() * 0 + 1
             if self.sample.meta.get("word"):
                 return iou
             recall = inter / ref.sum() if float(ref.sum()) > 0 else x.sum() * 0 + 1
