@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--judge", default="outputs/tiny/judge")
     ap.add_argument("--pairs", default="data/tiny/preferences")
     ap.add_argument("--train", default="data/tiny/train")
-    ap.add_argument("--heldout-fraction", type=float, default=0.25)
+    ap.add_argument("--heldout-fraction", type=float, default=0.35)
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--agreement", action="store_true", help="also the held-out agreement table")

@@ -47,7 +47,8 @@ class JudgeConfig:
                                   "must not start winning; Adv-RM style); 0 = off")
     adv_rms: float = field(0.01, "RMS budget of that attack per image (pixels in [0, 1])")
     adv_steps: int = field(2, "normalised gradient steps of that attack")
-    heldout_fraction: float = field(0.25, "share of conditions held out for the agreement table")
+    heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
+                                          "cell has >= 50 held-out pairs)")
     lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
     gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
     mixed_precision: str = field("no", "no | bf16 (GPU)")
@@ -73,6 +74,8 @@ class JudgeConfig:
                                       out_dir=str(root / f"outputs/{profile}/judge"))
         if profile == "smoke":
             values.update(steps=60, batch_size=8, log_every=10)
+        if profile == "tiny":  # fine-tuning a foundation (docs/ABLATIONS.md section 0: 600 steps at 2e-4)
+            values.update(steps=600, lr=2e-4, easy_fraction=0.2)
         if profile == "flux":
             values.update(init_dir="", lora_rank=16, gradient_checkpointing=True, mixed_precision="bf16",
                           batch_size=4, steps=2000, lr=1e-4)

@@ -162,7 +162,7 @@ class AgreementConfig:
     pairs_dir: str = field("data/tiny/preferences", "pairs.jsonl + images (the held-out split is taken from it)")
     train_dir: str = field("data/tiny/train", "conditions the pairs refer to")
     out_dir: str = field("outputs/tiny/judge_agreement", "table (JSON, markdown) and chart")
-    heldout_fraction: float = field(0.25, "must equal the judge training's held-out fraction")
+    heldout_fraction: float = field(0.35, "must equal the judge training's held-out fraction")
     threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds; smoke uses lower ones")
     threshold_floor: float = field(0.5, "no threshold below this (chance)")
     min_pairs: int = field(50, "cells with fewer held-out pairs cannot be validated")

@@ -186,6 +186,8 @@ class RLConfig:
         if profile == "smoke":
             values.update(batch_size=4, steps=6, lr=1e-3, warmup=0, denoise_steps=4, ema_tau=0.9,
                           sample_every=3, checkpoint_every=3, guard_every=3, guard_per_task=2)
+        elif profile == "tiny":  # validation every 25 steps on 16 conditions per task: the release is chosen there
+            values.update(guard_every=25, guard_per_task=16)
         elif profile == "flux":
             values.update(base_dir="", batch_size=1, steps=2000, lr=5e-5, warmup=50, denoise_steps=28,
                           ema_tau=0.999, lora_rank=64, mixed_precision="bf16", dtype="bfloat16",
