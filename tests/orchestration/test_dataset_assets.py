@@ -33,7 +33,7 @@ def test_dataset_assets_version_check_and_track(dvc_project, mlflow_uri):
     assert v1["train_conditions"] == next(o["md5"] for o in lock["world@smoke"]["outs"] if o["path"].endswith("train"))
     assert v1["photo_benchmark"] == lock["photos@smoke"]["outs"][0]["md5"]
     evals = first.get_asset_check_evaluations()
-    assert len(evals) == 3 and all(e.passed for e in evals)
+    assert len(evals) == 4 and all(e.passed for e in evals)  # train, validation, benchmark, photos
 
     # Unchanged params: DVC does not rebuild and the versions stay.
     again = dg.materialize(assets, resources=_resources(dvc_project, mlflow_uri), instance=instance)
@@ -47,7 +47,7 @@ def test_dataset_assets_version_check_and_track(dvc_project, mlflow_uri):
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("onereward/smoke")
     runs = client.search_runs([exp.experiment_id], f"tags.dagster_run_id = '{again.run_id}'")
-    assert len(runs) == 3
+    assert len(runs) == 4  # one per split: train, validation, benchmark, photos
     train_run = next(r for r in runs if r.info.run_name == "dataset/train")
     assert train_run.data.tags["dvc/data/smoke/train"] == v1["train_conditions"]
     assert train_run.data.tags["profile"] == "smoke" and train_run.data.tags["git_commit"]

@@ -10,7 +10,7 @@ from steps.versioning import repro, stage_out_hashes
 def test_repro_is_idempotent_and_seed_sensitive(dvc_project):
     assert repro(dvc_project, "world@smoke") is True
     first = stage_out_hashes(dvc_project, "world@smoke")
-    assert set(first) == {"data/smoke/train", "data/smoke/benchmark"}
+    assert set(first) == {"data/smoke/train", "data/smoke/validation", "data/smoke/benchmark"}
     assert all(v.endswith(".dir") for v in first.values())
     manifest = dvc_project / "data" / "smoke" / "train" / "manifest.jsonl"
     mtime = manifest.stat().st_mtime_ns

@@ -40,7 +40,7 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def test_sizes_and_image_tokens(judge):
-    assert judge.num_parameters() < 1_000_000
+    assert judge.num_parameters() < 1_500_000  # 1.14 M: the size the foundation trains (docs/ABLATIONS.md)
     assert judge.tokens_per_image(64) >= 16
     smoke = JUDGE_SPECS["smoke"]
     assert smoke.geometry().tokens_per_image(smoke.image_size, smoke.image_size) >= 16
