@@ -30,7 +30,13 @@ def parse_pairs(text: str) -> dict[str, object]:
     out = {}
     for item in filter(None, text.split(",")):
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        value = yaml.safe_load(v)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-5 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[k.strip()] = value
     return out
 
 
