@@ -116,7 +116,8 @@ def credentials(data_dir: Path) -> dict[str, str]:
     if path.is_file():
         return json.loads(path.read_text())
     data_dir.mkdir(parents=True, exist_ok=True)
-    creds = {"username": "annotator@localhost", "password": secrets.token_urlsafe(12),
+    # hex: a url-safe token may start with "-", which label-studio's argument parser takes for an option
+    creds = {"username": "annotator@localhost", "password": secrets.token_hex(12),
              "token": secrets.token_hex(20)}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -145,8 +146,8 @@ class LabelStudioServer:
                "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "",
                "FRONTEND_SENTRY_DSN": "", "DJANGO_DB": "sqlite"}
         cmd = [str(self.executable), "start", "--data-dir", str(self.data_dir), "--internal-host", "127.0.0.1",
-               "--port", str(self.port), "--no-browser", "--username", self.creds["username"],
-               "--password", self.creds["password"], "--user-token", self.creds["token"],
+               "--port", str(self.port), "--no-browser", f"--username={self.creds['username']}",
+               f"--password={self.creds['password']}", f"--user-token={self.creds['token']}",
                "--enable-legacy-api-token"]
         log = open(self.data_dir / "server.log", "ab") if quiet else None  # noqa: SIM115 (lives with the server)
         self.proc = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT
