@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from orchestration.assets.datasets import TRAIN
-from orchestration.assets.models import BASE_MODEL, image_md
+from orchestration.assets.models import BASE_MODEL, image_md, install_tracked
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
 from steps.annotate import AnnotateConfig
@@ -71,24 +71,10 @@ def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig,
 
 
 def _installed_judge(context, project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from pathlib import Path
-
-    from steps.foundations import install_foundation
-
-    dest = project.root_path / f"outputs/{project.profile}/judge_pretrained"
-    record = install_foundation(project.profile, "judge", dest, project.root_path)
-    tracker, run_id = mlflow.start_run(context, project.profile, "judge_pretrain")
-    tracker.log_params(run_id, {"foundation": record["path"], "foundation_commit": record["commit"],
-                                "foundation_command": record["command"]})
-    tracker.log_metrics(run_id, record["metrics"])
-    plots = sorted(Path(record["report_dir"]).glob("*.png"))
-    for path in plots:
-        tracker.log_artifact(run_id, path, "report")
-    tracker.end_run(run_id)
+    _, record, plots, metadata = install_tracked(context, project, mlflow, "judge", "judge_pretrained",
+                                                 "judge_pretrain")
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(dest)), "mlflow_run_id": run_id,
-        "foundation": dg.MetadataValue.path(record["path"]), "foundation_command": record["command"],
-        "foundation_commit": record["commit"], "foundation_hours": round(record["wall_seconds_total"] / 3600, 2),
+        **metadata,
         "curves": dg.MetadataValue.md("\n\n".join(image_md(p) for p in plots)),
         **{k.replace("pretrain/", ""): round(v, 4) for k, v in record["metrics"].items()}})
 

@@ -81,21 +81,34 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
     )
 
 
-def _installed_base(context, project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    """The shipped foundation, checked against its provenance and copied to the pipeline's base_model folder."""
+def install_tracked(context, project: ProjectResource, mlflow: MlflowResource, part: str, folder: str,
+                    run_name: str) -> tuple[Path, dict, list[Path], dict]:
+    """A shipped foundation checked against its provenance, copied to ``outputs/<profile>/<folder>`` and recorded
+    in an MLflow run (provenance as params, its metrics, its report PNGs). Returns (dest, record, pngs, metadata)."""
     from steps.foundations import install_foundation
-    from steps.hashing import dir_digest
 
-    dest = project.root_path / f"outputs/{project.profile}/base_model"
-    record = install_foundation(project.profile, "base", dest, project.root_path)
-    tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
+    dest = project.root_path / f"outputs/{project.profile}/{folder}"
+    record = install_foundation(project.profile, part, dest, project.root_path)
+    tracker, run_id = mlflow.start_run(context, project.profile, run_name)
     tracker.log_params(run_id, {"foundation": record["path"], "foundation_commit": record["commit"],
                                 "foundation_command": record["command"]})
     tracker.log_metrics(run_id, record["metrics"])
-    grids = sorted(Path(record["report_dir"]).glob("*.png"))
-    for path in grids:
+    pngs = sorted(Path(record["report_dir"]).glob("*.png"))
+    for path in pngs:
         tracker.log_artifact(run_id, path, "report")
     tracker.end_run(run_id)
+    metadata = {"path": dg.MetadataValue.path(str(dest)), "mlflow_run_id": run_id,
+                "foundation": dg.MetadataValue.path(record["path"]), "foundation_command": record["command"],
+                "foundation_commit": record["commit"],
+                "foundation_hours": round(record["wall_seconds_total"] / 3600, 2)}
+    return dest, record, pngs, metadata
+
+
+def _installed_base(context, project: ProjectResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The shipped foundation, checked against its provenance and copied to the pipeline's base_model folder."""
+    from steps.hashing import dir_digest
+
+    dest, record, grids, metadata = install_tracked(context, project, mlflow, "base", "base_model", "base_model")
     digest = dir_digest(dest)
     quality = {k.removeprefix("world_score/base/"): v for k, v in record["metrics"].items()
                if k.startswith("world_score/base/")}
@@ -106,9 +119,7 @@ def _installed_base(context, project: ProjectResource, mlflow: MlflowResource) -
     return dg.MaterializeResult(
         data_version=dg.DataVersion(digest[:16]),
         metadata={
-            "path": dg.MetadataValue.path(str(dest)), "sha256": digest, "mlflow_run_id": run_id,
-            "foundation": dg.MetadataValue.path(record["path"]), "foundation_command": record["command"],
-            "foundation_commit": record["commit"], "foundation_hours": round(record["wall_seconds_total"] / 3600, 2),
+            **metadata, "sha256": digest,
             "quality": dg.MetadataValue.md("World scores on held-out world conditions (synthetic ground truth), "
                                            "measured by the foundation job:\n\n" + "\n".join(rows)),
             "samples": dg.MetadataValue.md("\n\n".join(image_md(p) for p in grids)),
