@@ -4,6 +4,7 @@ pipeline then fine-tunes, as the paper fine-tunes FLUX.1-Fill-dev and Qwen2.5-VL
     make foundations                                              # tiny, both models, hours of CPU
     python -m steps.foundations --set profile=tiny --set part=base --set threads=1    # one model per core
     python -m steps.foundations --set profile=tiny --set part=judge --set threads=1
+    python -m steps.foundations --set profile=tiny --set part=judge2 --set threads=1  # after judge
     python -m steps.foundations --set profile=smoke --set out_dir=/tmp/f               # seconds (tests)
 
 Both parts train on a pool of world conditions at indices no train, validation or benchmark sample has
@@ -16,7 +17,10 @@ The `tiny` profile's pipeline loads ``foundations/tiny/{base,judge}`` and checks
 
 - base: steps.base.pretrain (VAE, then rectified flow matching on all three tasks) on the world pool;
 - judge: steps.judge_pretrain.pretrain_judge -- the judge's own comparison question on pairs whose answer the
-  world's scores give, adversarial perturbations and hard negatives (see that module).
+  world's scores give, adversarial perturbations and hard negatives (see that module);
+- judge2: the judge's second stage, started from the first (``JUDGE_STAGE2``): it is shown the masked source as
+  a third image (where the edit is, what must be kept) and whole images flattened the way RL flattened them;
+  it replaces ``<out_dir>/judge`` and its provenance keeps the first stage under ``earlier_stages``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 from steps.config import field, parse_cli
 
-PARTS = ("base", "judge")
+PARTS = ("base", "judge", "judge2")
 POOL_FILE = "candidate_pool.npz"  # base-model candidates of pool conditions (part=pool), for the judge's stage 2
 PROVENANCE = "provenance.json"
 REBUILD = "make foundations  (or: python -m steps.foundations --set profile={profile} --set part={part})"
@@ -42,7 +46,8 @@ REBUILD = "make foundations  (or: python -m steps.foundations --set profile={pro
 @dataclass(frozen=True)
 class FoundationsConfig:
     profile: str = field("tiny", "smoke | tiny (flux starts from FLUX.1-Fill-dev and Qwen2.5-VL instead)")
-    part: str = field("all", "base | judge | all | pool (base-model candidates of pool conditions, after base)")
+    part: str = field("all", "base | judge | judge2 (the judge's second stage, after judge) | all | pool "
+                             "(base-model candidates of pool conditions, after base)")
     out_dir: str = field("foundations/tiny", "models, provenance.json and checkpoints/ go here")
     threads: int = field(1, "torch CPU threads (run the two parts side by side with 1 each)")
     seed: int = field(0, "seed")
@@ -80,14 +85,26 @@ def base_config(cfg: FoundationsConfig):
     return BaseConfig.for_profile(cfg.profile, **values)
 
 
-def judge_config(cfg: FoundationsConfig):
-    """The judge foundation's config; a later stage (judge_overrides with init_dir) checkpoints elsewhere."""
+# The judge's second stage (part=judge2), from the first: shown the masked source, globally flattened losers
+# (docs/ABLATIONS.md section 0: with it the tiny gate passes 9/9; without the source removal stays below Table 1).
+JUDGE_STAGE2 = {
+    "smoke": dict(steps=20, show_source=True, flatten_share=0.1, anchor_fraction=0.1),
+    "tiny": dict(steps=3000, show_source=True, flatten_share=0.1, lr=3e-4, anchor_fraction=0.1, eval_every=500),
+}
+
+
+def judge_config(cfg: FoundationsConfig, stage: int = 1):
+    """The judge foundation's config; a later stage (stage 2, or judge_overrides with init_dir) starts from
+    ``<out_dir>/judge`` and checkpoints elsewhere."""
     from steps.judge_pretrain import JudgePretrainConfig
 
     values = dict(checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, threads=cfg.threads,
                   out_dir=str(Path(cfg.out_dir) / "judge"),
                   checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "judge"), world_pool=True)
-    if cfg.judge_overrides.get("init_dir"):
+    if stage == 2:
+        values.update(JUDGE_STAGE2[cfg.profile], init_dir=str(Path(cfg.out_dir) / "judge"))
+        values["checkpoint_dir"] = str(Path(cfg.out_dir) / "checkpoints" / "judge2")
+    elif cfg.judge_overrides.get("init_dir"):
         values["checkpoint_dir"] += "_stage2"
     values.update(cfg.judge_overrides)
     return JudgePretrainConfig.for_profile(cfg.profile, **values)
@@ -242,13 +259,24 @@ def run_base(cfg: FoundationsConfig) -> dict[str, Any]:
     return {"part": "base", "mlflow_run_id": run_id, "model_dir": result["model_dir"], **record}
 
 
-def run_judge(cfg: FoundationsConfig) -> dict[str, Any]:
+def run_judge(cfg: FoundationsConfig, stage: int = 1) -> dict[str, Any]:
     from steps.judge_pretrain import pretrain_judge
     from steps.tracking import git_commit
 
+    jcfg = judge_config(cfg, stage)
+    done = json.loads((Path(cfg.out_dir) / PROVENANCE).read_text()).get("judge", {}) \
+        if (Path(cfg.out_dir) / PROVENANCE).is_file() else {}
+    stages = [*done.get("earlier_stages", []), done] if done else []
+    if not cfg.judge_overrides.get("init_dir") and any(
+            Path(s.get("config", {}).get("checkpoint_dir", "")).name == Path(jcfg.checkpoint_dir).name
+            for s in stages):  # this stage already finished (rerunning `all`): keep what is there
+        print(f"judge stage {stage}: already in {Path(cfg.out_dir) / PROVENANCE}; kept", flush=True)
+        return {"part": "judge", "model_dir": jcfg.out_dir, **done}
+    if stage == 2:
+        verify_foundation(cfg.out_dir, "judge", cfg.profile)  # the first stage, finished and unaltered
     START_COMMIT["judge"] = git_commit()
-    jcfg = judge_config(cfg)
-    log, finish, run_id = _tracker_log(cfg.profile, "foundation_judge", Path(jcfg.checkpoint_dir) / "mlflow_run_id")
+    name = "foundation_judge" if stage == 1 else "foundation_judge_stage2"
+    log, finish, run_id = _tracker_log(cfg.profile, name, Path(jcfg.checkpoint_dir) / "mlflow_run_id")
     t0 = time.perf_counter()
     result = pretrain_judge(jcfg, log=log)
     finish(result["metrics"], result.get("artifacts", []), {k: v for k, v in asdict(jcfg).items()})
@@ -301,7 +329,8 @@ def build(cfg: FoundationsConfig) -> list[dict[str, Any]]:
     setup(threads=cfg.threads)
     if cfg.part == "pool":
         return [run_pool(cfg)]
-    return [run_base(cfg) if part == "base" else run_judge(cfg) for part in cfg.parts()]
+    return [run_base(cfg) if part == "base" else run_judge(cfg, 2 if part == "judge2" else 1)
+            for part in cfg.parts()]
 
 
 def run_pool(cfg: FoundationsConfig) -> dict[str, Any]:

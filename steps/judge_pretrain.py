@@ -40,9 +40,11 @@ from steps.config import field, parse_cli
 
 JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
                            "warmup", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
-                           "texture_share", "candidate_share", "candidates", "adv_share", "adv_rms", "adv_steps")
+                           "texture_share", "candidate_share", "candidates", "adv_share", "adv_rms", "adv_steps",
+                           "show_source", "flatten_share")
 EVAL_MIN_GAP = 0.03  # held-out pairs closer than this are near-ties (the simulated annotators' tie margin)
-VARIANTS = ("target", "source", "nothing", "corrupt", "blend", "noise", "blur", "drift", "texture", "candidate")
+VARIANTS = ("target", "source", "nothing", "corrupt", "blend", "noise", "blur", "drift", "texture", "candidate",
+            "flatten")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class JudgePretrainConfig:
     adv_share: float = field(0.25, "share of each batch's pairs trained on adversarially perturbed images")
     adv_rms: float = field(0.03, "RMS budget of the perturbation per image (pixels in [0, 1]; 0.03 ~ 8/255)")
     adv_steps: int = field(2, "normalised gradient steps of the attack")
+    show_source: bool = field(False, "show the masked source (steps.vocabulary.masked_source) as a third image: "
+                                     "the judge sees where the edit is and what must be kept")
+    flatten_share: float = field(0.0, "share of variants flattened over the WHOLE image (desaturated, lower "
+                                      "contrast, smoothed: how RL hacked the first foundation judge)")
     eval_conditions: int = field(300, "held-out conditions for the accuracy curve")
     eval_every: int = field(250, "held-out accuracy every N steps (and at the end); 0 = end only")
     checkpoint_dir: str = field("", "resumable checkpoints here every checkpoint_every steps; empty = none")
@@ -81,7 +87,7 @@ class JudgePretrainConfig:
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny"):
             raise ValueError(f"judge pretraining is for smoke/tiny (flux starts from Qwen2.5-VL), got {self.profile!r}")
-        for name in ("texture_share", "candidate_share", "adv_share"):
+        for name in ("texture_share", "candidate_share", "adv_share", "flatten_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if self.label_temperature <= 0 or self.adv_rms < 0 or self.adv_steps < 0:
@@ -160,6 +166,16 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
         out = base.astype(np.float32)
         tex = hard_negative_texture(m.shape, rng)
         out[region] = (1 - alpha) * out[region] + alpha * tex[region]
+    elif kind == "flatten":  # the whole image drawn toward its mean grey: less colour, less contrast, softer
+        out = variant(sample, rng, str(rng.choice(["target", "source", "corrupt", "nothing"]
+                                                    + (["candidate"] if candidates else []))), candidates)
+        out = out.astype(np.float32)
+        if rng.random() < 0.5:
+            out = _blur(out, float(rng.uniform(0.5, 2.5)))
+        grey = out.mean(-1, keepdims=True)
+        out = grey + (out - grey) * float(rng.uniform(0.0, 0.8))        # desaturate
+        mean = out.mean((0, 1), keepdims=True)
+        out = mean + (out - mean) * float(rng.uniform(0.3, 0.95))       # lower contrast
     else:  # blend / noise / blur / drift act on another variant
         inner = str(rng.choice(["target", "nothing", "source", "corrupt"]
                                + (["candidate"] if candidates else [])))
@@ -183,9 +199,11 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
 def draw_kind(rng: np.random.Generator, cfg: JudgePretrainConfig, has_candidates: bool) -> str:
     if rng.random() < cfg.texture_share:
         return "texture"
+    if cfg.flatten_share and rng.random() < cfg.flatten_share:
+        return "flatten"
     if has_candidates and rng.random() < cfg.candidate_share:
         return "candidate"
-    return str(rng.choice([k for k in VARIANTS if k not in ("texture", "candidate")]))
+    return str(rng.choice([k for k in VARIANTS if k not in ("texture", "candidate", "flatten")]))
 
 
 def soft_label(s1: float, s2: float, temperature: float) -> float:
@@ -225,12 +243,16 @@ def pair_batch(samples, rng: np.random.Generator, n: int, cfg: JudgePretrainConf
     return np.stack(firsts), np.stack(seconds), queries, np.array(labels, np.float32), picked, dims
 
 
-def soft_yes_no_loss(judge, first, second, queries: list[str], p_first):
+def soft_yes_no_loss(judge, first, second, queries: list[str], p_first, source=None):
     """Both orders: CE of the answer token against the soft label (Yes with p, No with 1 - p) over the full
-    vocabulary, for (first, second, p) and (second, first, 1 - p); returns (loss, margins of the first order)."""
+    vocabulary, for (first, second, p) and (second, first, 1 - p); returns (loss, margins of the first order).
+    ``source``: the masked source as a third image of every row (None: two images)."""
     import torch
 
-    logits = judge.image_logits([torch.cat([first, second]), torch.cat([second, first])], queries + queries)
+    groups = [torch.cat([first, second]), torch.cat([second, first])]
+    if source is not None:
+        groups.append(torch.cat([source, source]))
+    logits = judge.image_logits(groups, queries + queries)
     logp = torch.log_softmax(logits, -1)
     p = torch.cat([p_first, 1 - p_first])
     loss = -(p * logp[:, judge.yes_id] + (1 - p) * logp[:, judge.no_id]).mean()
@@ -252,7 +274,8 @@ def rms_project(delta, budget: float):
     return delta * torch.clamp(budget / rms, max=1.0)[:, None, None, None]
 
 
-def adversarial_images(judge, first, second, queries: list[str], p_first, budget: float, steps: int):
+def adversarial_images(judge, first, second, queries: list[str], p_first, budget: float, steps: int,
+                       source=None):
     """PGD-style attack on both images of each pair within an RMS budget: normalised gradient steps that raise
     the judge's loss against the current labels. Returns perturbed (first, second) in [0, 1], detached."""
     import torch
@@ -265,7 +288,7 @@ def adversarial_images(judge, first, second, queries: list[str], p_first, budget
         for d in deltas:
             d.requires_grad_(True)
         loss, _ = soft_yes_no_loss(judge, (first + deltas[0]).clamp(0, 1), (second + deltas[1]).clamp(0, 1),
-                                   queries, p_first)
+                                   queries, p_first, source)
         grads = torch.autograd.grad(loss, deltas)
         with torch.no_grad():
             for k, g in enumerate(grads):
@@ -298,14 +321,21 @@ def heldout_pairs(samples, cfg: JudgePretrainConfig, candidates=None, per_condit
     keep = np.abs(labels - 0.5) >= (soft_label(EVAL_MIN_GAP, 0, cfg.label_temperature) - 0.5)
     idx = np.nonzero(keep)[0]
     return (firsts[idx], seconds[idx], [queries[i] for i in idx], labels[idx] > 0.5,
-            [f"{picked[i].task}/{dims[i]}" for i in idx])
+            [f"{picked[i].task}/{dims[i]}" for i in idx], sources_of([picked[i] for i in idx]))
 
 
-def evaluate_pairs(judge, held, batch: int = 64) -> dict[str, float]:
+def sources_of(samples) -> np.ndarray:
+    """The masked source of each sample (the judge's optional third image), Bx HxWx3 uint8."""
+    from steps.vocabulary import masked_source
+
+    return np.stack([masked_source(s.image, s.mask) for s in samples])
+
+
+def evaluate_pairs(judge, held, batch: int = 64, show_source: bool = False) -> dict[str, float]:
     """Accuracy per task x dimension on the held-out set (the first image's margin, both orders averaged)."""
     import torch
 
-    firsts, seconds, queries, truth, cells = held
+    firsts, seconds, queries, truth, cells, sources = held
     margins = []
     was_training = judge.model.training
     judge.eval()
@@ -313,7 +343,11 @@ def evaluate_pairs(judge, held, batch: int = 64) -> dict[str, float]:
         for i in range(0, len(queries), batch):
             f, s = to_float(firsts[i:i + batch]), to_float(seconds[i:i + batch])
             q = queries[i:i + batch]
-            logits = judge.image_logits([torch.cat([f, s]), torch.cat([s, f])], q + q)
+            groups = [torch.cat([f, s]), torch.cat([s, f])]
+            if show_source:
+                src = to_float(sources[i:i + batch])
+                groups.append(torch.cat([src, src]))
+            logits = judge.image_logits(groups, q + q)
             m = logits[:, judge.yes_id] - logits[:, judge.no_id]
             margins.append((m[: len(q)] - m[len(q):]).numpy())
     judge.train(was_training)
@@ -397,12 +431,14 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
         firsts, seconds, queries, labels, picked, dims = pair_batch(train, rng, cfg.batch_size, cfg, candidates,
                                                                     anchor)
         first, second, p = to_float(firsts), to_float(seconds), torch.as_tensor(labels)
+        source = to_float(sources_of(picked)) if cfg.show_source else None
         if n_adv and not early:  # the last n_adv pairs: attacked, re-scored by the world, trained with the true answer
             a, b = adversarial_images(judge, first[-n_adv:], second[-n_adv:], queries[-n_adv:], p[-n_adv:],
-                                      cfg.adv_rms, cfg.adv_steps)
+                                      cfg.adv_rms, cfg.adv_steps,
+                                      None if source is None else source[-n_adv:])
             first, second = torch.cat([first[:-n_adv], a]), torch.cat([second[:-n_adv], b])
             p = torch.cat([p[:-n_adv], rescore(a, b, picked[-n_adv:], dims[-n_adv:], cfg.label_temperature)])
-        loss, margin = soft_yes_no_loss(judge, first, second, queries, p)
+        loss, margin = soft_yes_no_loss(judge, first, second, queries, p, source)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
@@ -416,7 +452,7 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
                  "pretrain/lr": sched.get_last_lr()[0]}, step)
         done = step + 1
         if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            metrics = evaluate_pairs(judge, held)
+            metrics = evaluate_pairs(judge, held, show_source=cfg.show_source)
             evals.append({"step": done, **metrics})
             log(metrics, done)
         if ckpt and done % cfg.checkpoint_every == 0:
@@ -425,11 +461,15 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
                       {"step": done, "config": asdict(cfg), "curve": curve, "evals": evals,
                        "seconds": elapsed + time.perf_counter() - t0})
     judge.eval()
-    metrics = evaluate_pairs(judge, held)
+    metrics = evaluate_pairs(judge, held, show_source=cfg.show_source)
     metrics["pretrain/final_loss"] = float(np.mean(curve[-50:]))
     evals.append({"step": cfg.steps, **metrics})
     log(metrics, cfg.steps)
     judge.save(cfg.out_dir)
+    if cfg.show_source:  # how the judge must be asked (steps.models.judge.training_record); fine-tuning keeps it
+        from steps.models.judge import TRAINING_RECORD
+
+        atomic_write_json(Path(cfg.out_dir) / TRAINING_RECORD, {"foundation": True, "config": {"show_source": True}})
     summary = {"out_dir": cfg.out_dir, "metrics": metrics, "evals": evals, "n_heldout_pairs": len(held[2]),
                "judge_params": judge.num_parameters(), "final_loss": metrics["pretrain/final_loss"],
                "seconds": time.perf_counter() - t0, "seconds_including_resumed": elapsed + time.perf_counter() - t0,

@@ -126,3 +126,27 @@ def test_candidate_pool_feeds_a_second_judge_stage(tmp_path):
     assert record["judge"]["earlier_stages"][0]["config"]["candidates"] == ""
     assert record["candidate_pool"]["metrics"]["conditions"] == 10
     assert (root / "checkpoints" / "judge_stage2").is_dir()
+
+
+def test_judge_second_stage_sees_the_source_and_a_rerun_keeps_both_stages(tmp_path):
+    """part=all trains the judge's first stage, then judge2 from it (JUDGE_STAGE2: shown the masked source):
+    the shipped judge says so in its training record, the provenance keeps stage 1 under earlier_stages and
+    verifies, and running `all` again keeps what is there instead of overwriting stage 2 with stage 1."""
+    from steps.models.judge import Judge
+
+    root = tmp_path / "f"
+    cfg = F.FoundationsConfig(profile="smoke", part="all", out_dir=str(root),
+                              judge_overrides={"steps": 4, "checkpoint_every": 2})
+    F.build(cfg)
+    record = json.loads((root / F.PROVENANCE).read_text())
+    judge = record["judge"]
+    assert judge["config"]["show_source"] and judge["config"]["init_dir"] == str(root / "judge")
+    assert judge["config"]["flatten_share"] == F.JUDGE_STAGE2["smoke"]["flatten_share"]
+    assert [s["config"]["show_source"] for s in judge["earlier_stages"]] == [False]
+    assert "training.json" in judge["sha256"]
+    assert Judge.load(F.verify_foundation(root, "judge", "smoke")).shows_source
+    weights = _weights(root / "judge")
+    F.build(cfg)
+    assert json.loads((root / F.PROVENANCE).read_text())["judge"] == judge
+    again = _weights(root / "judge")
+    assert weights.keys() == again.keys() and all(np.array_equal(weights[k], again[k]) for k in weights)
