@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--agreement", action="store_true", help="also the held-out agreement table")
+    ap.add_argument("--both-orders", action="store_true",
+                    help="climb the both-orders preference (what RL with both_orders climbs), not P(Yes) as first")
+    ap.add_argument("--eot", type=int, default=0, help="climb the mean over this many random shifts/blurs")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     setup(threads=args.threads)
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
         from steps.judge_eval import PAPER_THRESHOLDS, agreement_table, table_markdown
 
         table = agreement_table(judge, data, PAPER_THRESHOLDS)
-    result = run_probe(judge, heldout_items(data), per_cell=args.per_cell)
+    result = run_probe(judge, heldout_items(data), per_cell=args.per_cell, both_orders=args.both_orders,
+                       eot=args.eot)
     result["agreement"] = table
     result["machine"] = machine()
     result["seconds"] = time.perf_counter() - t0

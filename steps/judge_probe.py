@@ -32,9 +32,44 @@ def _project(delta, budget: float):
     return delta * torch.clamp(budget / rms, max=1.0)[:, None, None, None]
 
 
+def both_orders_logp(judge, x, start, queries: list[str], source=None):
+    """log of the both-orders preference for ``x`` over ``start``: (P(Yes | x, start) + 1 - P(Yes | start, x)) / 2
+    (a first-position bias of the judge cannot raise it)."""
+    import torch
+
+    from steps.models.judge import preference
+
+    forward = torch.sigmoid(judge.margin(x, start, queries, source))
+    backward = torch.sigmoid(judge.margin(start, x, queries, source))
+    return preference(forward, backward).clamp_min(1e-6).log()
+
+
+def jitter(images: list, generator=None, shift: int = 3):
+    """The same random translation (circular, up to ``shift`` px) of every image in ``images`` (B,3,H,W each)
+    and the same random blur (sigma 0-1 px): one draw of the expectation over transformations (EOT)."""
+    import torch
+
+    dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=generator))
+    sigma = float(torch.rand((), generator=generator))
+    out = [torch.roll(x, (dy, dx), (2, 3)) if x is not None else None for x in images]
+    if sigma > 0.2:
+        k = torch.arange(-2, 3, dtype=torch.float32)
+        w = torch.exp(-k**2 / (2 * sigma**2))
+        w = (w / w.sum()).to(images[0].dtype)
+        def blur(x):
+            c = x.shape[1]
+            x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 2, 0, 0), mode="replicate"),
+                                           w.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
+            return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, 2, 2), mode="replicate"),
+                                              w.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
+        out = [blur(x) if x is not None else None for x in out]
+    return out
+
+
 def climb(judge, start, queries: list[str], budget: float, steps: int = PROBE_STEPS, generator=None,
-          random_walk: bool = False):
-    """End points (B,3,H,W in [0, 1]) of the judge-gradient climb (or of a random walk) from ``start``."""
+          random_walk: bool = False, source=None, both_orders: bool = False, eot: int = 0):
+    """End points (B,3,H,W in [0, 1]) of the judge-gradient climb (or of a random walk) from ``start``.
+    ``source``: the masked source (B,3,H,W) for a judge trained to see it (`Judge.shows_source`), else None."""
     import torch
 
     x0 = start.detach()
@@ -45,7 +80,16 @@ def climb(judge, start, queries: list[str], budget: float, steps: int = PROBE_ST
             g = torch.randn(x0.shape, generator=generator)
         else:
             d = delta.clone().requires_grad_(True)
-            logp = torch.nn.functional.logsigmoid(judge.margin((x0 + d).clamp(0, 1), x0, queries))
+            if eot:
+                eg = torch.Generator().manual_seed(1234 + _)
+                logp = 0
+                for _k in range(eot):
+                    a, b, src = jitter([(x0 + d).clamp(0, 1), x0, source], eg)
+                    logp = logp + torch.nn.functional.logsigmoid(judge.margin(a, b, queries, src)) / eot
+            elif both_orders:
+                logp = both_orders_logp(judge, (x0 + d).clamp(0, 1), x0, queries, source)
+            else:
+                logp = torch.nn.functional.logsigmoid(judge.margin((x0 + d).clamp(0, 1), x0, queries, source))
             (g,) = torch.autograd.grad(logp.sum(), d)
         g_rms = g.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12)[:, None, None, None]
         delta = _project(delta + step * g / g_rms, budget).detach()
@@ -59,12 +103,13 @@ def _truth(images, rows, score) -> np.ndarray:
 
 
 def run_probe(judge, items: list[tuple[Any, np.ndarray]], budgets=BUDGETS, steps: int = PROBE_STEPS,
-              seed: int = 0, per_cell: int = 16) -> dict[str, Any]:
+              seed: int = 0, per_cell: int = 16, both_orders: bool = False, eot: int = 0) -> dict[str, Any]:
     """``items``: (world sample, start image HxWx3 uint8). Returns {"cells": {budget: {cell: stats}},
     "summary": {budget: {...}}, "metrics": {probe/<budget>/<task>/<dimension>/<stat>: value}}."""
     import torch
 
     from steps.preferences import judge_query
+    from steps.vocabulary import masked_source
     from steps.world import dimensions_for, score
 
     by_cell: dict[str, list[tuple[Any, np.ndarray, str]]] = {}
@@ -86,10 +131,15 @@ def run_probe(judge, items: list[tuple[Any, np.ndarray]], budgets=BUDGETS, steps
         for cell, rows in sorted(by_cell.items()):
             start = torch.as_tensor(np.stack([r[1] for r in rows])).permute(0, 3, 1, 2).float() / 255.0
             queries = [judge_query(s.task, d, s.prompt) for s, _, d in rows]
-            end = climb(judge, start, queries, budget, steps)
+            source = None
+            if judge.shows_source:
+                source = torch.as_tensor(np.stack([masked_source(s.image, s.mask) for s, _, _ in rows]))
+                source = source.permute(0, 3, 1, 2).float() / 255.0
+            end = climb(judge, start, queries, budget, steps, source=source, both_orders=both_orders, eot=eot)
             walk = climb(judge, start, queries, budget, steps, generator=gen, random_walk=True)
             with torch.no_grad():
-                p_end = torch.sigmoid(judge.margin(end, start, queries)).numpy()
+                p_end = (both_orders_logp(judge, end, start, queries, source).exp() if both_orders else
+                         torch.sigmoid(judge.margin(end, start, queries, source))).numpy()
 
             t0, t1, tw = (_truth(x, rows, score) for x in (start, end, walk))
             change, walk_change = t1 - t0, tw - t0
@@ -109,7 +159,8 @@ def run_probe(judge, items: list[tuple[Any, np.ndarray]], budgets=BUDGETS, steps
         metrics[f"probe/{key}/mean_truth_change"] = summary[key]["mean_truth_change"]
         metrics[f"probe/{key}/improved"] = summary[key]["improved"]
     judge.train(was_training)
-    return {"cells": cells, "summary": summary, "metrics": metrics, "budgets": list(budgets), "steps": steps}
+    return {"cells": cells, "summary": summary, "metrics": metrics, "budgets": list(budgets), "steps": steps,
+            "both_orders": both_orders}
 
 
 def probe_markdown(result: dict[str, Any]) -> str:
