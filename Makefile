@@ -44,8 +44,8 @@ $(LS_VENV)/.installed:
 labelstudio: $(LS_VENV)/.installed  ## Label Studio in its own venv (the round-trip tests and `make annotate` use it)
 
 annotate: setup labelstudio  ## Label Studio on 127.0.0.1:$(LS_PORT) with a project of data/$(PROFILE)/candidates
-	python -m steps.labelstudio serve --candidates data/$(ONEREWARD_PROFILE)/candidates \
-	  --train data/$(ONEREWARD_PROFILE)/train --port $(LS_PORT)
+	python -m steps.labelstudio serve --candidates "$$(python -m steps.paths candidates)" \
+	  --train "$$(python -m steps.paths train)" --port $(LS_PORT)
 
 setup: $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME) mlflow
@@ -54,16 +54,16 @@ setup: $(VENV)/.installed
 run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='judge_agreement*' re-runs a part
 	@dagster asset materialize -m orchestration.definitions --select '$(SELECT)' || { rc=$$?; echo; \
 	  echo "The run stopped (exit $$rc): see the failed step above, or the run in 'make ui'."; \
-	  if [ -f outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md ]; then \
+	  agreement="$$(python -m steps.paths agreement_md)"; if [ -f "$$agreement" ]; then \
 	    echo "If the judge_agreement gate blocked RL, this is the judge's held-out agreement:"; \
-	    cat outputs/$(ONEREWARD_PROFILE)/judge_agreement/agreement.md; \
+	    cat "$$agreement"; \
 	    echo "Why, and what each part of the judge recipe buys: docs/ABLATIONS.md. To run RL past a failed gate"; \
 	    echo "(the fill model then stays 'challenger'): ONEREWARD_GATE_OVERRIDE=\"<your reason>\" make run"; fi; exit $$rc; }
 	@echo
 	@echo "Done ($(ONEREWARD_PROFILE) profile). Where to look:"
 	@echo "  Dagster UI (asset graph, metadata, checks): make ui         -> http://$(HOST):3000"
 	@echo "  MLflow UI (runs, metrics, registry):        make mlflow-ui  -> http://$(HOST):5000"
-	@echo "  Pictures and reports:                       outputs/$(ONEREWARD_PROFILE)/"
+	@echo "  Pictures and reports:                       $$(python -m steps.paths outputs_dir)/"
 
 foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resumable: rerun to continue), one core per part
 	@python -m steps.foundations --set profile=$(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=base --set threads=1 & b=$$!; \

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps.paths import TINY  # noqa: E402
 
 
 def old_aesthetics(cand: np.ndarray, sample) -> float:
@@ -43,8 +44,8 @@ def main(argv=None) -> dict:
     from steps.world import score
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--candidates", default="data/tiny/candidates")
-    ap.add_argument("--train", default="data/tiny/train")
+    ap.add_argument("--candidates", default=str(TINY.candidates))
+    ap.add_argument("--train", default=str(TINY.train))
     ap.add_argument("--tie-margin", type=float, default=0.03)
     args = ap.parse_args(argv)
     samples = {s.id: s for s in load_samples(args.train)}

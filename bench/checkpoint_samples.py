@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps.paths import TINY  # noqa: E402
 
 
 def checkpoint_files(checkpoint: Path, which: str) -> list[Path]:
@@ -125,8 +126,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a steps.rl checkpoint folder (or a .safetensors file)")
     parser.add_argument("--weights", choices=("policy", "ema"), default="policy")
-    parser.add_argument("--base-dir", default="outputs/tiny/base_model")
-    parser.add_argument("--benchmark", default="data/tiny/benchmark")
+    parser.add_argument("--base-dir", default=str(TINY.base_model))
+    parser.add_argument("--benchmark", default=str(TINY.benchmark))
     parser.add_argument("--tasks", nargs="+", default=["fill", "extend", "removal"])
     parser.add_argument("--n", type=int, default=32, help="conditions per task (the first n)")
     parser.add_argument("--rows", type=int, default=6, help="conditions shown per grid")
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--tie-margin", type=float, default=0.02)
     parser.add_argument("--lora-alpha", type=float, default=0.0)
-    parser.add_argument("--out", default="outputs/checkpoint_samples.png",
+    parser.add_argument("--out", default=str(TINY.bench("checkpoint_samples.png")),
                         help="grid path; one file per task (<stem>_<task>.png) and <stem>.json")
     args = parser.parse_args(argv)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, machine, machine_line, write_section  # noqa: E402
 
+from steps.paths import TINY  # noqa: E402
+
 VARIANTS = {
     "baseline": ({}, 0.10),
     "source_on": ({"show_source": True}, 0.10),
@@ -89,9 +91,9 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--candidates", default="data/tiny/candidates")
-    ap.add_argument("--train-dir", default="data/tiny/train")
-    ap.add_argument("--pretrained", default="outputs/tiny/judge_pretrained")
+    ap.add_argument("--candidates", default=str(TINY.candidates))
+    ap.add_argument("--train-dir", default=str(TINY.train))
+    ap.add_argument("--pretrained", default=str(TINY.judge_pretrained))
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--threads", type=int, default=1)

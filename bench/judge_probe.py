@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps.paths import TINY  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -28,9 +29,9 @@ def main(argv: list[str] | None = None) -> dict:
     from steps.runtime import setup
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--judge", default="outputs/tiny/judge")
-    ap.add_argument("--pairs", default="data/tiny/preferences")
-    ap.add_argument("--train", default="data/tiny/train")
+    ap.add_argument("--judge", default=str(TINY.judge))
+    ap.add_argument("--pairs", default=str(TINY.preferences))
+    ap.add_argument("--train", default=str(TINY.train))
     ap.add_argument("--heldout-fraction", type=float, default=0.35)
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps.paths import TINY  # noqa: E402
 
 
 def enlarged_candidates(args, base_pipe, ckpt_pipe, samples: dict, work: Path, sample) -> Path:
@@ -90,11 +91,11 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="an RL checkpoint folder (policy*.safetensors)")
     ap.add_argument("--weights", choices=("policy", "ema"), default="policy")
-    ap.add_argument("--base-dir", default="outputs/tiny/base_model")
-    ap.add_argument("--judge-dir", default="outputs/tiny/judge")
-    ap.add_argument("--candidates", default="data/tiny/candidates")
-    ap.add_argument("--train-dir", default="data/tiny/train")
-    ap.add_argument("--benchmark", default="data/tiny/benchmark")
+    ap.add_argument("--base-dir", default=str(TINY.base_model))
+    ap.add_argument("--judge-dir", default=str(TINY.judge))
+    ap.add_argument("--candidates", default=str(TINY.candidates))
+    ap.add_argument("--train-dir", default=str(TINY.train))
+    ap.add_argument("--benchmark", default=str(TINY.benchmark))
     ap.add_argument("--tasks", nargs="+", default=["removal"])
     ap.add_argument("--per-set", type=int, default=2, help="base and checkpoint samples added to each set")
     ap.add_argument("--num-steps", type=int, default=8)

@@ -51,6 +51,8 @@ from benchlib import (
     write_section,
 )
 
+from steps.paths import ArtifactPaths
+
 # Model compute: what the goal's "sum of its model-compute parts" adds up.
 COMPUTE = [
     "reference rollout: transformer (T calls, no grad)",
@@ -86,10 +88,11 @@ DENSE = ("mm", "addmm", "bmm", "convolution", "conv", "scaled_dot_product", "fla
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base-dir", default=str(REPO / "outputs/tiny/base_model"))
-    p.add_argument("--judge-dir", default=str(REPO / "outputs/tiny/judge"))
-    p.add_argument("--train-dir", default=str(REPO / "data/tiny/train"))
-    p.add_argument("--eval-dir", default=str(REPO / "data/tiny/benchmark"))
+    tiny = ArtifactPaths(REPO, "tiny")
+    p.add_argument("--base-dir", default=str(tiny.base_model))
+    p.add_argument("--judge-dir", default=str(tiny.judge))
+    p.add_argument("--train-dir", default=str(tiny.train))
+    p.add_argument("--eval-dir", default=str(tiny.benchmark))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=30, help="matched steps (each run once per variant)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")

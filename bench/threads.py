@@ -21,13 +21,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, machine, machine_line  # noqa: E402
 
+from steps.paths import ArtifactPaths  # noqa: E402
+
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--train-dir", default=str(REPO / "data/tiny/train"))
+    ap.add_argument("--train-dir", default=str(ArtifactPaths(REPO, "tiny").train))
     ap.add_argument("--profile", default="tiny")
     args = ap.parse_args(argv)
 

@@ -28,15 +28,18 @@ from pathlib import Path
 
 from benchlib import REPO, Phases, machine, machine_line, median, table, timed, write_section
 
+from steps.paths import ArtifactPaths
+
 GENERATION = ("encode conditions (CLIP + T5 + VAE encode)", "denoise (transformer calls)", "VAE decode")
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base-dir", default=str(REPO / "outputs/tiny/base_model"))
-    p.add_argument("--judge-dir", default=str(REPO / "outputs/tiny/judge"))
-    p.add_argument("--pairs-dir", default=str(REPO / "data/tiny/preferences"))
-    p.add_argument("--train-dir", default=str(REPO / "data/tiny/train"))
+    tiny = ArtifactPaths(REPO, "tiny")
+    p.add_argument("--base-dir", default=str(tiny.base_model))
+    p.add_argument("--judge-dir", default=str(tiny.judge))
+    p.add_argument("--pairs-dir", default=str(tiny.preferences))
+    p.add_argument("--train-dir", default=str(tiny.train))
     p.add_argument("--pairs", type=int, default=128, help="held-out pairs scored per repetition")
     p.add_argument("--conditions", type=int, default=64, help="conditions per candidate-generation run")
     p.add_argument("--sweep-conditions", type=int, default=16, help="conditions per batch-size sweep run")

@@ -7,6 +7,7 @@ import dagster as dg
 
 from orchestration.assets.judge import JUDGE, PAIRS
 from orchestration.resources import REPO_ROOT
+from steps.paths import ArtifactPaths
 
 # judge -> agreement (gate) -> RL -> benchmark -> registry, on the current preference data.
 retrain_job = dg.define_asset_job(
@@ -25,7 +26,7 @@ def preferences_version(root: Path, profile: str) -> str | None:
     """The DVC hash of the preference data (data/<profile>/preferences.dvc), or None before the first add."""
     import yaml
 
-    dvc_file = root / "data" / profile / "preferences.dvc"
+    dvc_file = ArtifactPaths(root, profile).preferences_dvc
     if not dvc_file.exists():
         return None
     return (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])[0].get("md5")
@@ -39,7 +40,7 @@ def new_preferences_sensor(context: dg.SensorEvaluationContext):
     profile = os.environ.get("ONEREWARD_PROFILE", "tiny")
     version = preferences_version(root, profile)
     if version is None:
-        return dg.SkipReason(f"no data/{profile}/preferences.dvc yet")
+        return dg.SkipReason(f"no {ArtifactPaths(root, profile).preferences_dvc} yet")
     if version == context.cursor:
         return dg.SkipReason(f"preference data unchanged ({version})")
     judged = context.instance.get_latest_materialization_event(JUDGE)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from steps.paths import PROFILES, ArtifactPaths
 from steps.tracking import REPO_ROOT
-
-PROFILES = ("smoke", "tiny", "flux")
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -36,7 +35,7 @@ class ProjectResource(dg.ConfigurableResource):
         """MLflow tags for runs downstream of the agreement gate: {} when it passed, the override otherwise."""
         import json
 
-        path = self.outputs_dir / "judge_agreement" / "agreement.json"
+        path = self.paths.agreement_json
         if not path.is_file() or json.loads(path.read_text())["passed"]:
             return {}
         return {"judge_gate": "FAILED (overridden)", "gate_override": self.gate_override.strip() or "none given"}
@@ -46,12 +45,17 @@ class ProjectResource(dg.ConfigurableResource):
         return Path(self.root)
 
     @property
+    def paths(self) -> ArtifactPaths:
+        """Every artifact path of this profile (steps.paths): the assets ask it, never build a path."""
+        return ArtifactPaths(self.root_path, self.profile)
+
+    @property
     def data_dir(self) -> Path:
-        return self.root_path / "data" / self.profile
+        return self.paths.data_dir
 
     @property
     def outputs_dir(self) -> Path:
-        return self.root_path / "outputs" / self.profile
+        return self.paths.outputs_dir
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from steps.config import field, parse_cli
+from steps.paths import TINY
 
 
 @dataclass(frozen=True)
 class AnnotateConfig:
-    candidates_dir: str = field("data/tiny/candidates", "candidate sets (candidates.jsonl + images/)")
-    train_dir: str = field("data/tiny/train", "the conditions the candidates were sampled for")
-    out_dir: str = field("data/tiny/preferences", "output: pairs.jsonl + linked images")
+    candidates_dir: str = field(str(TINY.candidates), "candidate sets (candidates.jsonl + images/)")
+    train_dir: str = field(str(TINY.train), "the conditions the candidates were sampled for")
+    out_dir: str = field(str(TINY.preferences), "output: pairs.jsonl + linked images")
     human_dir: str = field("", "a folder with human pairs.jsonl + images; empty = simulated annotators")
     label_studio: str = field("", "a Label Studio project URL (http://127.0.0.1:8080/projects/<id>) or export "
                                   "JSON file to ingest; API token from $LABEL_STUDIO_API_KEY or .labelstudio/")

@@ -27,14 +27,15 @@ from typing import Any
 import numpy as np
 
 from steps.config import field, parse_cli
+from steps.paths import TINY, ArtifactPaths
 
 
 @dataclass(frozen=True)
 class BaseConfig:
     profile: str = field("tiny", "model sizes: smoke | tiny (the flux profile uses FLUX.1-Fill-dev instead)")
-    train_dir: str = field("data/tiny/train", "training split folder (manifest.jsonl)")
-    eval_dir: str = field("data/tiny/benchmark", "held-out split used for the quality table and sample grids")
-    out_dir: str = field("outputs/tiny/base_model", "where the pipeline (diffusers layout) and reports go")
+    train_dir: str = field(str(TINY.train), "training split folder (manifest.jsonl)")
+    eval_dir: str = field(str(TINY.benchmark), "held-out split used for the quality table and sample grids")
+    out_dir: str = field(str(TINY.base_model), "where the pipeline (diffusers layout) and reports go")
     seed: int = field(0, "seed for initialisation, batches and noise")
     threads: int = field(1, "torch CPU threads (two assets side by side on 2 cores: 1 each)")
     vae_steps: int = field(300, "VAE training steps")
@@ -66,10 +67,9 @@ class BaseConfig:
     @classmethod
     def for_profile(cls, profile: str, root: str | os.PathLike = ".", **overrides: Any) -> BaseConfig:
         """Defaults per profile with paths under ``root``; ``overrides`` win."""
-        root = Path(root)
-        values: dict[str, Any] = dict(profile=profile, train_dir=str(root / f"data/{profile}/train"),
-                                      eval_dir=str(root / f"data/{profile}/benchmark"),
-                                      out_dir=str(root / f"outputs/{profile}/base_model"))
+        paths = ArtifactPaths(Path(root), profile)
+        values: dict[str, Any] = dict(profile=profile, train_dir=str(paths.train), eval_dir=str(paths.benchmark),
+                                      out_dir=str(paths.base_model))
         if profile == "smoke":
             values.update(vae_steps=40, steps=40, batch_size=16, vae_batch=16, eval_per_task=4, log_every=10,
                           sample_steps=4)

@@ -40,6 +40,7 @@ import numpy as np
 
 from steps.config import field, parse_cli
 from steps.manifest import TASKS, Condition
+from steps.paths import TINY, ArtifactPaths
 
 RATERS = ("judge", "annotators")
 OUTCOMES = ("good", "same", "bad")
@@ -53,12 +54,12 @@ DIM_SHORT = {"text_alignment": "text", "consistency": "consistency", "structure"
 @dataclass(frozen=True)
 class BenchmarkConfig:
     profile: str = field("tiny", "profile (names the default paths)")
-    benchmark: str = field("data/tiny/benchmark", "benchmark split folder (manifest.jsonl) or a manifest path")
-    competitors_dir: str = field("outputs/tiny/competitors/benchmark", "folders <system>/<benchmark id>.png")
+    benchmark: str = field(str(TINY.benchmark), "benchmark split folder (manifest.jsonl) or a manifest path")
+    competitors_dir: str = field(str(TINY.competitors("benchmark")), "folders <system>/<benchmark id>.png")
     ours: str = field("static", "the system folder holding OUR model's outputs")
     systems: tuple[str, ...] = field((), "systems to compare against (empty: every other folder)")
-    judge_dir: str = field("outputs/tiny/judge/model", "the judge directory (steps.models.judge.Judge.load)")
-    out_dir: str = field("outputs/tiny/benchmark_report/benchmark", "where charts, grids and reports go")
+    judge_dir: str = field(str(TINY.judge), "the judge directory (steps.models.judge.Judge.load)")
+    out_dir: str = field(str(TINY.benchmark_report("benchmark")), "where charts, grids and reports go")
     tie_margin: float = field(0.02, "simulated annotators: world-score difference below which it is 'same'")
     judge_batch: int = field(32, "comparisons per judge forward pass (each asked in both orders)")
     grid_rows: int = field(4, "conditions per task in the sample grids")
@@ -76,12 +77,10 @@ class BenchmarkConfig:
     @classmethod
     def for_profile(cls, profile: str, root: str | os.PathLike = ".", split: str = "benchmark",
                     **overrides: Any) -> BenchmarkConfig:
-        root = Path(root)
+        paths = ArtifactPaths(Path(root), profile)
         values: dict[str, Any] = dict(
-            profile=profile, benchmark=str(root / f"data/{profile}/{split}"),
-            competitors_dir=str(root / f"outputs/{profile}/competitors/{split}"),
-            judge_dir=str(root / f"outputs/{profile}/judge/model"),
-            out_dir=str(root / f"outputs/{profile}/benchmark_report/{split}"))
+            profile=profile, benchmark=str(paths.split(split)), competitors_dir=str(paths.competitors(split)),
+            judge_dir=str(paths.judge), out_dir=str(paths.benchmark_report(split)))
         values.update(overrides)
         return cls(**values)
 

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from steps.config import field, parse_cli
+from steps.paths import TINY
 
 
 @dataclass(frozen=True)
 class CandidatesConfig:
-    base_dir: str = field("outputs/tiny/base_model", "the base fill pipeline (diffusers layout)")
-    train_dir: str = field("data/tiny/train", "training conditions (manifest.jsonl)")
-    out_dir: str = field("data/tiny/candidates", "output folder (candidates.jsonl + images/)")
+    base_dir: str = field(str(TINY.base_model), "the base fill pipeline (diffusers layout)")
+    train_dir: str = field(str(TINY.train), "training conditions (manifest.jsonl)")
+    out_dir: str = field(str(TINY.candidates), "output folder (candidates.jsonl + images/)")
     n_conditions: int = field(2000, "training conditions that get a candidate set (first n in manifest order; "
                                     "tiny: all of them, so every held-out cell has >= 50 pairs)")
     n_candidates: int = field(4, "candidates per condition (paper: 4)")

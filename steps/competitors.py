@@ -37,6 +37,7 @@ import numpy as np
 
 from steps.config import field, parse_cli
 from steps.manifest import TASKS, Condition, ManifestError, Problem
+from steps.paths import TINY, ArtifactPaths
 
 SYSTEM_FILE = "system.json"
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe in MLflow metric keys and paths
@@ -48,8 +49,8 @@ CLASSICAL_TASKS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class CompetitorsConfig:
-    benchmark: str = field("data/tiny/benchmark", "benchmark split folder (manifest.jsonl) or a manifest path")
-    out_dir: str = field("outputs/tiny/competitors/benchmark", "where competitors/<system>/<id>.png go")
+    benchmark: str = field(str(TINY.benchmark), "benchmark split folder (manifest.jsonl) or a manifest path")
+    out_dir: str = field(str(TINY.competitors("benchmark")), "where competitors/<system>/<id>.png go")
     classical: tuple[str, ...] = field(("telea", "navier_stokes", "biharmonic", "patchmatch", "reflect"),
                                        "classical systems to run (patchmatch: the pypatchmatch package)")
     models: dict[str, str] = field({}, "model systems: {system name: FluxFill pipeline directory}")
@@ -72,9 +73,8 @@ class CompetitorsConfig:
     @classmethod
     def for_profile(cls, profile: str, root: str | os.PathLike = ".", split: str = "benchmark",
                     **overrides: Any) -> CompetitorsConfig:
-        root = Path(root)
-        values: dict[str, Any] = dict(benchmark=str(root / f"data/{profile}/{split}"),
-                                      out_dir=str(root / f"outputs/{profile}/competitors/{split}"))
+        paths = ArtifactPaths(Path(root), profile)
+        values: dict[str, Any] = dict(benchmark=str(paths.split(split)), out_dir=str(paths.competitors(split)))
         if profile == "smoke":
             values.update(num_steps=4)
         values.update(overrides)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.config import field, parse_cli
+from steps.paths import TINY, ArtifactPaths
 
 PARTS = ("base", "judge", "judge2")
 POOL_FILE = "candidate_pool.npz"  # base-model candidates of pool conditions (part=pool), for the judge's stage 2
@@ -48,7 +49,7 @@ class FoundationsConfig:
     profile: str = field("tiny", "smoke | tiny (flux starts from FLUX.1-Fill-dev and Qwen2.5-VL instead)")
     part: str = field("all", "base | judge | judge2 (the judge's second stage, after judge) | all | pool "
                              "(base-model candidates of pool conditions, after base)")
-    out_dir: str = field("foundations/tiny", "models, provenance.json and checkpoints/ go here")
+    out_dir: str = field(str(TINY.foundations), "models, provenance.json and checkpoints/ go here")
     threads: int = field(1, "torch CPU threads (run the two parts side by side with 1 each)")
     seed: int = field(0, "seed")
     checkpoint_every: int = field(500, "steps between resumable checkpoints")
@@ -152,7 +153,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def foundations_root(profile: str, root: str | os.PathLike = REPO_ROOT) -> Path:
-    return Path(root) / "foundations" / profile
+    return ArtifactPaths(Path(root), profile).foundations
 
 
 def install_foundation(profile: str, part: str, dest: str | os.PathLike,

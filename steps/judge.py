@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import field, parse_cli
+from steps.paths import TINY, ArtifactPaths
 from steps.vocabulary import masked_source
 
 
@@ -31,9 +32,9 @@ from steps.vocabulary import masked_source
 class JudgeConfig:
     profile: str = field("tiny", "judge size: smoke | tiny (built from config) | flux (Qwen2.5-VL from init_dir)")
     init_dir: str = field("", "judge to start from (judge_pretrain output, or Qwen2.5-VL dir); empty = fresh")
-    pairs_dir: str = field("data/tiny/preferences", "pairs.jsonl + images")
-    train_dir: str = field("data/tiny/train", "conditions the pairs refer to (ground truth for easy pairs)")
-    out_dir: str = field("outputs/tiny/judge", "where the trained judge is saved")
+    pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images")
+    train_dir: str = field(str(TINY.train), "conditions the pairs refer to (ground truth for easy pairs)")
+    out_dir: str = field(str(TINY.judge), "where the trained judge is saved")
     steps: int = field(900, "optimizer steps")
     batch_size: int = field(16, "pairs per step (each used in both orders: 2x rows)")
     lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine)")
@@ -67,11 +68,9 @@ class JudgeConfig:
 
     @classmethod
     def for_profile(cls, profile: str, root=".", **overrides: Any) -> JudgeConfig:
-        root = Path(root)
-        values: dict[str, Any] = dict(profile=profile, pairs_dir=str(root / f"data/{profile}/preferences"),
-                                      train_dir=str(root / f"data/{profile}/train"),
-                                      init_dir=str(root / f"outputs/{profile}/judge_pretrained"),
-                                      out_dir=str(root / f"outputs/{profile}/judge"))
+        paths = ArtifactPaths(Path(root), profile)
+        values: dict[str, Any] = dict(profile=profile, pairs_dir=str(paths.preferences), train_dir=str(paths.train),
+                                      init_dir=str(paths.judge_pretrained), out_dir=str(paths.judge))
         if profile == "smoke":
             values.update(steps=60, batch_size=8, log_every=10)
         if profile == "tiny":  # fine-tuning a foundation (docs/ABLATIONS.md section 0: 600 steps at 2e-4)

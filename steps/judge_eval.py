@@ -154,14 +154,15 @@ def agreement_chart(table: dict[str, dict[str, Any]], path: Path, title: str) ->
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from steps.config import field, parse_cli  # noqa: E402
+from steps.paths import TINY  # noqa: E402
 
 
 @dataclass(frozen=True)
 class AgreementConfig:
-    judge_dir: str = field("outputs/tiny/judge", "the trained judge")
-    pairs_dir: str = field("data/tiny/preferences", "pairs.jsonl + images (the held-out split is taken from it)")
-    train_dir: str = field("data/tiny/train", "conditions the pairs refer to")
-    out_dir: str = field("outputs/tiny/judge_agreement", "table (JSON, markdown) and chart")
+    judge_dir: str = field(str(TINY.judge), "the trained judge")
+    pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images (the held-out split is taken from it)")
+    train_dir: str = field(str(TINY.train), "conditions the pairs refer to")
+    out_dir: str = field(str(TINY.judge_agreement), "table (JSON, markdown) and chart")
     heldout_fraction: float = field(0.35, "must equal the judge training's held-out fraction")
     threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds; smoke uses lower ones")
     threshold_floor: float = field(0.5, "no threshold below this (chance)")

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import field, parse_cli
+from steps.paths import TINY, ArtifactPaths
 
 JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
                            "warmup", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
@@ -50,11 +51,11 @@ VARIANTS = ("target", "source", "nothing", "corrupt", "blend", "noise", "blur", 
 @dataclass(frozen=True)
 class JudgePretrainConfig:
     profile: str = field("tiny", "judge size: smoke | tiny")
-    train_dir: str = field("data/tiny/train", "world split the pairs are drawn from (when world_pool is off)")
+    train_dir: str = field(str(TINY.train), "world split the pairs are drawn from (when world_pool is off)")
     world_pool: bool = field(False, "draw conditions from the foundation pool (steps.training.world_pool) "
                                     "instead of train_dir")
     pool_size: int = field(12000, "foundation pool conditions (world_pool on); the next eval_conditions are held out")
-    out_dir: str = field("outputs/tiny/judge_pretrained", "where the pretrained judge is saved")
+    out_dir: str = field(str(TINY.judge_pretrained), "where the pretrained judge is saved")
     init_dir: str = field("", "start from this saved judge (a later stage of the foundation); empty = fresh")
     steps: int = field(1500, "optimizer steps")
     batch_size: int = field(16, "pairs per step (each in both orders: 2x rows)")
@@ -95,9 +96,8 @@ class JudgePretrainConfig:
 
     @classmethod
     def for_profile(cls, profile: str, root=".", **overrides: Any) -> JudgePretrainConfig:
-        root = Path(root)
-        values: dict[str, Any] = dict(profile=profile, train_dir=str(root / f"data/{profile}/train"),
-                                      out_dir=str(root / f"outputs/{profile}/judge_pretrained"))
+        paths = ArtifactPaths(Path(root), profile)
+        values: dict[str, Any] = dict(profile=profile, train_dir=str(paths.train), out_dir=str(paths.judge_pretrained))
         if profile == "smoke":
             values.update(steps=40, batch_size=8, pool_size=96, eval_conditions=24, eval_every=0, log_every=10,
                           warmup=10, checkpoint_every=10)

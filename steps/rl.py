@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps.config import field, parse_cli
+from steps.paths import TINY, ArtifactPaths, PolicyLayout
 
 if TYPE_CHECKING:
     import torch
@@ -71,12 +72,12 @@ class RewardHackingError(RuntimeError):
 @dataclass(frozen=True)
 class RLConfig:
     profile: str = field("tiny", "smoke | tiny (models built from config) | flux (FLUX.1-Fill, Qwen2.5-VL)")
-    base_dir: str = field("outputs/tiny/base_model", "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
-    judge_dir: str = field("outputs/tiny/judge", "trained judge directory (Judge.save layout)")
-    train_dir: str = field("data/tiny/train", "training conditions (manifest.jsonl)")
-    eval_dir: str = field("data/tiny/validation", "validation conditions for the reward-hacking guard and the "
+    base_dir: str = field(str(TINY.base_model), "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
+    judge_dir: str = field(str(TINY.judge), "trained judge directory (Judge.save layout)")
+    train_dir: str = field(str(TINY.train), "training conditions (manifest.jsonl)")
+    eval_dir: str = field(str(TINY.validation), "validation conditions for the reward-hacking guard and the "
                                                   "best-step record (never the benchmark)")
-    out_dir: str = field("outputs/tiny/policy", "released model goes to out_dir/<reference>/")
+    out_dir: str = field(str(TINY.policy_root), "released model goes to out_dir/<reference>/")
     reference: str = field("static", "static: frozen base (Algorithm 1) | dynamic: EMA policy (Algorithm 2)")
     # task mix and batches
     fill_prob: float = field(0.5, "probability of drawing a fill batch")
@@ -178,11 +179,10 @@ class RLConfig:
     @classmethod
     def for_profile(cls, profile: str, root: str | os.PathLike = ".", **overrides: Any) -> RLConfig:
         """Defaults per profile with paths under ``root``; ``overrides`` win."""
-        root = Path(root)
+        paths = ArtifactPaths(Path(root), profile)
         values: dict[str, Any] = dict(
-            profile=profile, base_dir=str(root / f"outputs/{profile}/base_model"),
-            judge_dir=str(root / f"outputs/{profile}/judge"), train_dir=str(root / f"data/{profile}/train"),
-            eval_dir=str(root / f"data/{profile}/validation"), out_dir=str(root / f"outputs/{profile}/policy"))
+            profile=profile, base_dir=str(paths.base_model), judge_dir=str(paths.judge),
+            train_dir=str(paths.train), eval_dir=str(paths.validation), out_dir=str(paths.policy_root))
         if profile == "smoke":
             values.update(batch_size=4, steps=6, lr=1e-3, warmup=0, denoise_steps=4, ema_tau=0.9,
                           sample_every=3, checkpoint_every=3, guard_every=3, guard_per_task=2)
@@ -205,11 +205,9 @@ class OneRewardRecipe:
         self.cfg = cfg
         self.log = log or (lambda metrics, step: None)
         self.log_artifact = log_artifact or (lambda path: None)
-        out = Path(cfg.out_dir)
-        self.model_dir = out / cfg.reference
-        self.ckpt_root = out / f"{cfg.reference}_checkpoints"
-        self.best_root = out / f"{cfg.reference}_best"
-        self.report_dir = out / f"{cfg.reference}_report"
+        layout = PolicyLayout(Path(cfg.out_dir), cfg.reference)
+        self.model_dir, self.ckpt_root = layout.model, layout.checkpoints
+        self.best_root, self.report_dir = layout.best, layout.report
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> OneRewardRecipe:

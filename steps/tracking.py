@@ -13,11 +13,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from steps.paths import mlflow_artifacts, mlflow_db
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def default_tracking_uri(root: str | os.PathLike = REPO_ROOT) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow' / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_db(Path(root).resolve())}"
 
 
 def git_commit(root: str | os.PathLike = REPO_ROOT) -> str:
@@ -50,7 +52,7 @@ class Tracker:
             return exp.experiment_id
         location = None
         if self.tracking_uri.startswith("sqlite:"):
-            location = (self.root / "mlflow" / "artifacts").resolve().as_uri()
+            location = mlflow_artifacts(self.root).resolve().as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
     def start_run(self, profile: str, run_name: str, tags: dict[str, str] | None = None) -> str:

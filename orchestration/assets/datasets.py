@@ -23,10 +23,10 @@ def _record(context, project: ProjectResource, mlflow: MlflowResource, stage: st
     from steps.datasets import preview, split_stats
 
     split = SPLIT_DIRS[key]
-    split_dir = project.data_dir / split
+    split_dir = project.paths.split(split)
     rel = str(split_dir.relative_to(project.root_path))
     stats = split_stats(split_dir)
-    grid = preview(split_dir, project.outputs_dir / "datasets" / f"{split}.png")
+    grid = preview(split_dir, project.paths.dataset_preview(split))
     tracker, run_id = mlflow.start_run(context, project.profile, f"dataset/{split}", {rel: hashes[rel]})
     tracker.log_params(run_id, load_yaml_section(project.root_path / "params.yaml", f"datasets.{project.profile}"))
     tracker.log_metrics(run_id, {k: v for k, v in stats.items()})
@@ -90,7 +90,7 @@ def user_benchmark(context: dg.AssetExecutionContext, project: ProjectResource) 
     from steps.hashing import dir_digest
     from steps.user_benchmark import USER_SPLIT, ingest_user_benchmark
 
-    out = project.data_dir / USER_SPLIT
+    out = project.paths.split(USER_SPLIT)
     folder = os.environ.get(USER_BENCHMARK_ENV, "")
     if not folder:
         shutil.rmtree(out, ignore_errors=True)
@@ -105,4 +105,4 @@ def user_benchmark(context: dg.AssetExecutionContext, project: ProjectResource) 
 
 
 def manifest_path(project: ProjectResource, key: dg.AssetKey) -> Path:
-    return project.data_dir / SPLIT_DIRS[key] / "manifest.jsonl"
+    return project.paths.split(SPLIT_DIRS[key]) / "manifest.jsonl"

@@ -10,6 +10,7 @@ from orchestration.assets.datasets import BENCHMARK, PHOTOS, USER
 from orchestration.assets.judge import AGREEMENT, JUDGE
 from orchestration.assets.models import BASE_MODEL, image_md
 from orchestration.resources import MlflowResource, ProjectResource
+from steps.paths import VARIANTS
 
 POLICY = dg.AssetKey("policy")
 COMPETITORS = dg.AssetKey("competitor_outputs")
@@ -24,20 +25,20 @@ USER_COMPETITORS_ENV = "ONEREWARD_COMPETITORS"  # os.pathsep-separated folders c
 def splits(project: ProjectResource) -> list[str]:
     from steps.user_benchmark import USER_SPLIT
 
-    return [*SPLITS, *([USER_SPLIT] if (project.data_dir / USER_SPLIT / "manifest.jsonl").is_file() else [])]
+    return [*SPLITS, *([USER_SPLIT] if (project.paths.split(USER_SPLIT) / "manifest.jsonl").is_file() else [])]
 
 
 def policy_dirs(project: ProjectResource) -> dict[str, Path]:
     """The RL variants that were trained: {"static": dir, "dynamic": dir} (pipelines in diffusers layout)."""
-    root = project.root_path / f"outputs/{project.profile}/policy"
-    return {v: root / v for v in ("static", "dynamic") if (root / v / "model_index.json").exists()}
+    found = {v: project.paths.policy(v) for v in VARIANTS}
+    return {v: path for v, path in found.items() if (path / "model_index.json").exists()}
 
 
 def ours(project: ProjectResource) -> str:
     """Our released model: the dynamic variant when trained (DESIGN §4), else the static one."""
     dirs = policy_dirs(project)
     if not dirs:
-        raise dg.Failure(f"no trained policy under outputs/{project.profile}/policy: materialize `policy` first")
+        raise dg.Failure(f"no trained policy under {project.paths.policy_root}: materialize `policy` first")
     return "dynamic" if "dynamic" in dirs else "static"
 
 
@@ -53,16 +54,16 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
     from steps.user_benchmark import USER_SPLIT, competitor_folders
 
     root = project.root_path
-    models = {"base": str(root / f"outputs/{project.profile}/base_model")}
+    models = {"base": str(project.paths.base_model)}
     models.update({k: str(v) for k, v in policy_dirs(project).items()})
     champion = download_pipeline(mlflow.tracker().tracking_uri, "models:/onereward-fill@champion",
-                                 project.outputs_dir / "registry_champion")
+                                 project.paths.registry_champion)
     if champion is not None:
         models["champion"] = str(champion)
     users = tuple(p for p in os.environ.get(USER_COMPETITORS_ENV, "").split(os.pathsep) if p)
     metadata = {}
     for split in splits(project):
-        folders = {"benchmark": users, USER_SPLIT: tuple(map(str, competitor_folders(project.data_dir / split)))}
+        folders = {"benchmark": users, USER_SPLIT: tuple(map(str, competitor_folders(project.paths.split(split))))}
         cfg = CompetitorsConfig.for_profile(project.profile, root, split, models=models,
                                             user_folders=folders.get(split, ()),
                                             threads=project.solo_threads)
@@ -81,11 +82,10 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
     from steps.models.judge import Judge
 
     root = project.root_path
-    judge = Judge.load(root / f"outputs/{project.profile}/judge").eval()
+    judge = Judge.load(project.paths.judge).eval()
     metadata: dict = {"ours": ours(project)}
     for split in splits(project):
         cfg = BenchmarkConfig.for_profile(project.profile, root, split, ours=ours(project),
-                                          judge_dir=str(root / f"outputs/{project.profile}/judge"),
                                           threads=project.solo_threads)
         result = run_benchmark(cfg, judge=judge)
         tracker, run_id = mlflow.start_run(context, project.profile, f"benchmark/{split}")
@@ -105,20 +105,20 @@ def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectR
     when the promotion gate passes (beats the base and the current champion, no dimension much worse)."""
     from steps.registry import register_fill_model
 
-    report = json.loads((project.root_path / f"outputs/{project.profile}/benchmark_report/benchmark/report.json")
-                        .read_text())
+    report = json.loads(project.paths.benchmark_report_json("benchmark").read_text())
     tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-fill")
     gate_tags = project.gate_tags()  # {} when the judge passed its agreement gate
     never = f"the judge failed its agreement gate (run went on by override: {gate_tags['gate_override']})" \
         if gate_tags else ""
     if gate_tags:
         tracker.set_tags(run_id, gate_tags)
-    policy_dir = policy_dirs(project)[ours(project)]
-    summary_path = Path(policy_dir).parent / f"{Path(policy_dir).name}_report" / "summary.json"
+    variant = ours(project)
+    policy_dir = policy_dirs(project)[variant]
+    summary_path = project.paths.policy_report(variant) / "summary.json"
     release = json.loads(summary_path.read_text()).get("release", {}) if summary_path.is_file() else {}
     tags = {f"release.{k}": str(v) for k, v in release.items()}  # the step released, chosen on validation
     released = register_fill_model(tracker.tracking_uri, policy_dir, report["metrics"], run_id=run_id,
-                                   profile=project.profile, artifact_root=project.root_path / "mlflow" / "artifacts",
+                                   profile=project.profile, artifact_root=project.paths.mlflow_artifacts,
                                    never_champion=never, tags=tags)
     tracker.end_run(run_id)
     return dg.MaterializeResult(metadata={
@@ -135,12 +135,12 @@ def judge_registration(context: dg.AssetExecutionContext, project: ProjectResour
     `champion` when the agreement gate passed."""
     from steps.registry import register_judge_model
 
-    agreement = json.loads((project.root_path / f"outputs/{project.profile}/judge_agreement/agreement.json").read_text())
+    agreement = json.loads(project.paths.agreement_json.read_text())
     tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-judge")
     released = register_judge_model(
-        tracker.tracking_uri, project.root_path / f"outputs/{project.profile}/judge",
+        tracker.tracking_uri, project.paths.judge,
         {f"agreement/{c}": r["accuracy"] for c, r in agreement["table"].items()}, run_id=run_id,
-        profile=project.profile, artifact_root=project.root_path / "mlflow" / "artifacts",
+        profile=project.profile, artifact_root=project.paths.mlflow_artifacts,
         verdict=(agreement["passed"], agreement["reasons"]))
     tracker.end_run(run_id)
     return dg.MaterializeResult(metadata={"version": released["version"],

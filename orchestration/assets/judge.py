@@ -86,10 +86,9 @@ def preference_candidates(context: dg.AssetExecutionContext, config: CandidatesR
     stored as images plus candidate-set records and versioned with DVC (`dvc add`)."""
     from steps.candidates import generate_candidates
 
-    root = project.root_path
-    cfg = CandidatesConfig(**{**dict(base_dir=str(root / f"outputs/{project.profile}/base_model"),
-                                     train_dir=str(project.data_dir / "train"), threads=project.solo_threads,
-                                     out_dir=str(project.data_dir / "candidates")),
+    paths = project.paths
+    cfg = CandidatesConfig(**{**dict(base_dir=str(paths.base_model), train_dir=str(paths.train),
+                                     threads=project.solo_threads, out_dir=str(paths.candidates)),
                               **({"n_conditions": 96} if project.profile == "smoke" else {}), **overrides(config)})
     result = generate_candidates(cfg)
     md5 = dvc.add(cfg.out_dir)
@@ -107,9 +106,8 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, 
     from steps.annotate import annotate
 
     human = os.environ.get(HUMAN_PAIRS_ENV, "")
-    cfg = AnnotateConfig(**{**dict(candidates_dir=str(project.data_dir / "candidates"),
-                                   train_dir=str(project.data_dir / "train"),
-                                   out_dir=str(project.data_dir / "preferences"), human_dir=human,
+    cfg = AnnotateConfig(**{**dict(candidates_dir=str(project.paths.candidates), train_dir=str(project.paths.train),
+                                   out_dir=str(project.paths.preferences), human_dir=human,
                                    label_studio=os.environ.get(LABEL_STUDIO_ENV, "")),
                             **overrides(config)})
     if project.profile == "flux" and not (cfg.human_dir or cfg.label_studio):
@@ -133,7 +131,7 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
     from steps.judge import train_judge
 
     root = project.root_path
-    base = dict(init_dir=str(root / f"outputs/{project.profile}/judge_pretrained"), threads=project.solo_threads)
+    base = dict(threads=project.solo_threads)  # init_dir: for_profile's (project.paths.judge_pretrained)
     if project.profile == "flux":
         base["init_dir"] = os.environ.get("ONEREWARD_JUDGE_PATH", "")
     cfg = JudgeConfig.for_profile(project.profile, root, **{**base, **overrides(config)})
@@ -152,11 +150,10 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
 
 
 def agreement_config(project: ProjectResource, config=None) -> AgreementConfig:
-    root, p = project.root_path, project.profile
-    base = dict(judge_dir=str(root / f"outputs/{p}/judge"), pairs_dir=str(project.data_dir / "preferences"),
-                train_dir=str(project.data_dir / "train"), out_dir=str(root / f"outputs/{p}/judge_agreement"),
-                threads=project.solo_threads)
-    if p == "smoke":  # a plumbing check: a few dozen held-out pairs cannot validate anything
+    paths = project.paths
+    base = dict(judge_dir=str(paths.judge), pairs_dir=str(paths.preferences), train_dir=str(paths.train),
+                out_dir=str(paths.judge_agreement), threads=project.solo_threads)
+    if project.profile == "smoke":  # a plumbing check: a few dozen held-out pairs cannot validate anything
         base.update(threshold_scale=0.0, threshold_floor=0.55, insufficient="warn")
     return AgreementConfig(**{**base, **(overrides(config) if config is not None else {})})
 
@@ -197,8 +194,7 @@ def agreement_gate(project: ProjectResource) -> dg.AssetCheckResult:
     it produces is registered as `challenger` only, with the reason on its runs."""
     import json
 
-    path = project.root_path / f"outputs/{project.profile}/judge_agreement/agreement.json"
-    result = json.loads(path.read_text())
+    result = json.loads(project.paths.agreement_json.read_text())
     overridden = not result["passed"] and bool(project.gate_override.strip())
     metadata = {"reasons": dg.MetadataValue.json(result["reasons"]),
                 "warnings": dg.MetadataValue.json(result["warnings"]), "mean_accuracy": result["mean_accuracy"]}

@@ -83,11 +83,12 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
 
 def install_tracked(context, project: ProjectResource, mlflow: MlflowResource, part: str, folder: str,
                     run_name: str) -> tuple[Path, dict, list[Path], dict]:
-    """A shipped foundation checked against its provenance, copied to ``outputs/<profile>/<folder>`` and recorded
-    in an MLflow run (provenance as params, its metrics, its report PNGs). Returns (dest, record, pngs, metadata)."""
+    """A shipped foundation checked against its provenance, copied to ``project.paths.<folder>`` (base_model,
+    judge_pretrained) and recorded in an MLflow run (provenance as params, its metrics, its report PNGs).
+    Returns (dest, record, pngs, metadata)."""
     from steps.foundations import install_foundation
 
-    dest = project.root_path / f"outputs/{project.profile}/{folder}"
+    dest = getattr(project.paths, folder)
     record = install_foundation(project.profile, part, dest, project.root_path)
     tracker, run_id = mlflow.start_run(context, project.profile, run_name)
     tracker.log_params(run_id, {"foundation": record["path"], "foundation_commit": record["commit"],

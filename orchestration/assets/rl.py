@@ -14,7 +14,8 @@ from orchestration.assets.judge import AGREEMENT
 from orchestration.assets.models import BASE_MODEL, image_md
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import MlflowResource, ProjectResource
-from steps.rl import RLConfig
+from steps.paths import PolicyLayout
+from steps.rl import RESUME_MUST_MATCH, RLConfig
 
 RL_GROUP = "rl"
 _RLFields = config_from_dataclass(RLConfig, "RLFields", exclude=(
@@ -40,19 +41,23 @@ def launch_command(num_processes: int) -> list[str]:
 
 
 def discard_stale_checkpoints(cfg: RLConfig) -> bool:
-    """Resume only a run of the SAME inputs (crash recovery); new base/judge/config -> start afresh.
+    """Resume only a run of the SAME inputs (crash recovery); new base/judge/recipe -> start afresh.
 
-    The checkpoints folder carries a fingerprint of the base model, the judge and the config; when it
-    differs (or is missing), old checkpoints are removed. Returns True for a fresh start.
+    The recipe's checkpoints folder (steps.paths.PolicyLayout) carries a fingerprint of the base model, the
+    judge and the config fields the recipe itself refuses to resume across (steps.rl.RESUME_MUST_MATCH);
+    when it differs (or is missing), old checkpoints are removed. Other fields (``steps``, cadences) may
+    change between a run and its resumption, as the recipe allows. Returns True for a fresh start.
     """
     import hashlib
     import json
 
     from steps.hashing import dir_digest
 
-    ckpts = Path(cfg.out_dir) / f"{cfg.reference}_checkpoints"
+    ckpts = PolicyLayout(Path(cfg.out_dir), cfg.reference).checkpoints
     base = dir_digest(cfg.base_dir) if cfg.base_dir and Path(cfg.base_dir).exists() else cfg.base_dir
-    payload = json.dumps({"base": base, "judge": dir_digest(cfg.judge_dir), "config": vars(cfg)}, sort_keys=True,
+    params = cfg.params()
+    recipe = {k: params[k] for k in RESUME_MUST_MATCH}
+    payload = json.dumps({"base": base, "judge": dir_digest(cfg.judge_dir), "config": recipe}, sort_keys=True,
                          default=str)
     fingerprint = hashlib.sha256(payload.encode()).hexdigest()
     stamp = ckpts / "INPUTS_FINGERPRINT"
@@ -81,7 +86,8 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
 
     def run_variant(variant: str) -> dict:
         cfg = RLConfig.for_profile(project.profile, project.root_path, reference=variant, **fields)
-        out = os.path.join(cfg.out_dir, variant)
+        layout = PolicyLayout(Path(cfg.out_dir), variant)
+        out = str(layout.model)
         fresh = discard_stale_checkpoints(cfg)
         context.log.info(f"{variant}: {'fresh start' if fresh else 'resuming from its last checkpoint'}")
         tracker, run_id = mlflow.start_run(context, project.profile, f"policy/{variant}")
@@ -110,8 +116,7 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         if "step" in best:  # the guard's best held-out evaluation (0: no RL step beat the base)
             found[f"{variant}_best_heldout_step"] = int(best["step"])
         # the recipe writes its grids to <variant>_report/grids/step_<n>.png (steps.rl.OneRewardRecipe.train)
-        report = project.root_path / f"outputs/{project.profile}/policy/{variant}_report"
-        grids = sorted((report / "grids").glob("step_*.png"))
+        grids = sorted((layout.report / "grids").glob("step_*.png"))
         if grids:
             found[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))
         return found
@@ -122,5 +127,5 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         for found in pool.map(run_variant, variants):
             metadata.update(found)
     for stale in {"static", "dynamic"} - set(variants):  # a variant not trained now must not be benchmarked
-        shutil.rmtree(project.root_path / f"outputs/{project.profile}/policy/{stale}", ignore_errors=True)
+        shutil.rmtree(project.paths.policy(stale), ignore_errors=True)
     return dg.MaterializeResult(metadata=metadata)

@@ -9,10 +9,11 @@ import pytest
 
 from orchestration.assets.judge import agreement_gate
 from orchestration.resources import ProjectResource
+from steps.paths import ArtifactPaths
 
 
 def _write(root, passed: bool):
-    out = root / "outputs/tiny/judge_agreement"
+    out = ArtifactPaths(root, "tiny").judge_agreement
     out.mkdir(parents=True, exist_ok=True)
     (out / "agreement.json").write_text(json.dumps({
         "passed": passed, "reasons": [] if passed else ["fill/structure: accuracy 0.593 < threshold 0.7463 (n=167)"],

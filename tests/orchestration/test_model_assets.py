@@ -7,6 +7,7 @@ import dagster as dg
 from orchestration.assets.datasets import world_datasets
 from orchestration.assets.models import base_model
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
+from steps.paths import ArtifactPaths
 
 
 def test_base_model_asset(dvc_project, mlflow_uri):
@@ -21,7 +22,7 @@ def test_base_model_asset(dvc_project, mlflow_uri):
     mat = next(e.materialization for e in result.get_asset_materialization_events()
                if e.asset_key.to_user_string() == "base_model")
     meta = mat.metadata
-    assert (dvc_project / "outputs" / "smoke" / "base_model" / "model_index.json").exists()
+    assert (ArtifactPaths(dvc_project, "smoke").base_model / "model_index.json").exists()
     assert "| fill/text_alignment |" in meta["quality"].value
     assert meta["samples"].value.count("data:image/png;base64") == 3
     assert mat.tags["dagster/data_version"] == meta["sha256"].value[:16]
@@ -52,5 +53,5 @@ def test_tiny_assets_install_the_shipped_foundations(tmp_path, mlflow_uri):
     assert meta["base_model"]["foundation_command"].value.startswith("python -m steps.foundations")
     assert "| fill/text_alignment |" in meta["base_model"]["quality"].value
     assert meta["judge_pretrain"]["heldout_accuracy"].value > 0.5
-    assert (tmp_path / "outputs/tiny/base_model/model_index.json").exists()
-    assert (tmp_path / "outputs/tiny/judge_pretrained/config.json").exists()
+    assert (ArtifactPaths(tmp_path, "tiny").base_model / "model_index.json").exists()
+    assert (ArtifactPaths(tmp_path, "tiny").judge_pretrained / "config.json").exists()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.jobs import new_preferences_sensor
+from steps.paths import ArtifactPaths
 
 
 def _write_dvc(root, md5):
-    path = root / "data" / "tiny" / "preferences.dvc"
+    path = ArtifactPaths(root, "tiny").preferences_dvc
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"outs:\n- md5: {md5}\n  path: preferences\n")
 

@@ -12,6 +12,7 @@ import numpy as np
 from orchestration.assets.datasets import USER_BENCHMARK_ENV, photo_benchmark, user_benchmark, world_datasets
 from orchestration.assets.evaluation import benchmark_report, competitor_outputs
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
+from steps.paths import ArtifactPaths
 from tests.steps.test_user_benchmark import make_user_folder
 
 
@@ -23,11 +24,11 @@ def trained_outputs(root):
     from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
 
     torch.set_num_threads(1)
-    out = root / "outputs" / "smoke"
+    paths = ArtifactPaths(root, "smoke")
     pipe = build_tiny_fill_pipeline(spec_for("smoke"), seed=0)
-    save_pipeline(pipe, out / "base_model", spec_for("smoke"))
-    save_pipeline(pipe, out / "policy" / "static", spec_for("smoke"))
-    Judge.build(JUDGE_SPECS["smoke"], seed=0).save(out / "judge")
+    save_pipeline(pipe, paths.base_model, spec_for("smoke"))
+    save_pipeline(pipe, paths.policy("static"), spec_for("smoke"))
+    Judge.build(JUDGE_SPECS["smoke"], seed=0).save(paths.judge)
 
 
 def test_user_folder_gets_a_chart_per_task_in_one_materialization(dvc_project, mlflow_uri, tmp_path, monkeypatch):
@@ -53,7 +54,7 @@ def test_user_folder_gets_a_chart_per_task_in_one_materialization(dvc_project, m
     # Our outputs: at each photo's 512 px although the model works at 32 px; raw (the benchmark scores drift).
     from steps.io import read_rgb
 
-    ours = read_rgb(dvc_project / "outputs/smoke/competitors/user/static/photo00.png")
+    ours = read_rgb(ArtifactPaths(dvc_project, "smoke").competitors("user") / "static" / "photo00.png")
     assert ours.shape == (512, 512, 3)
     assert not np.array_equal(ours, read_rgb(folder / "images" / "photo00.png"))
 
