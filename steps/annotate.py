@@ -5,7 +5,7 @@
     python -m steps.annotate --set human_dir=/path/to/export ...  # human labels, validated and ingested
 
 The output folder holds ``pairs.jsonl`` plus the candidate images it points to (hard links, so nothing is
-copied twice) and ``candidates.jsonl``: a self-contained, versionable preference dataset (DESIGN §6).
+copied twice) and ``candidates.jsonl``: a self-contained, versionable preference dataset (docs/DESIGN.md §6).
 
 Simulated annotators: per candidate set and dimension, the world's scores pick the best and the worst
 candidate; pairs whose score gap is below ``tie_margin`` are dropped (near-ties); each annotator (own seed)

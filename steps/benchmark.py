@@ -1,4 +1,4 @@
-"""Benchmark evaluation: our fill model against every competitor, per task x dimension (DESIGN §7).
+"""Benchmark evaluation: our fill model against every competitor, per task x dimension (docs/DESIGN.md §7).
 
     python -m steps.benchmark --config cfg.yaml                 # BenchmarkConfig fields
 
@@ -13,7 +13,7 @@ Raters, each giving good / same / bad of OUR model against a system, per conditi
   ``meta.source == "synthetic"``): the world's per-dimension scores (steps.world.score) of the two
   outputs; good when ours is higher by more than ``tie_margin``, bad when lower by more, same otherwise.
   No label noise (it would only blur the fractions). No human rated anything here.
-Metric keys (fractions in [0, 1], DESIGN §8): ``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}``.
+Metric keys (fractions in [0, 1], docs/DESIGN.md §8): ``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}``.
 
 Reference metrics, mean over the conditions of a task, for every system including ours:
 ``psnr/kept/<system>/<task>`` and ``ssim/kept/<system>/<task>``: outside the mask, against the source;
@@ -331,7 +331,7 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
 def log_to_mlflow(tracker, run_id: str, result: dict[str, Any], artifact_path: str | None = None) -> None:
     """Log a `run_benchmark` result to an MLflow run (explicit run id): metrics, charts, grids, reports.
 
-    One run per split: the DESIGN §8 keys carry no split name.
+    One run per split: the docs/DESIGN.md §8 keys carry no split name.
     """
     tracker.log_metrics(run_id, result["metrics"])
     folder = artifact_path or f"benchmark/{result['split']}"

@@ -1,4 +1,4 @@
-"""Competitor outputs for the benchmark: ``competitors/<system>/<benchmark id>.png`` (DESIGN §6, §7).
+"""Competitor outputs for the benchmark: ``competitors/<system>/<benchmark id>.png`` (docs/DESIGN.md §6, §7).
 
 Three kinds of system fill folders of the same layout, one folder per system:
 - classical (`CLASSICAL_TASKS`): OpenCV Telea and Navier-Stokes, scikit-image biharmonic on every task,
@@ -14,7 +14,7 @@ Three kinds of system fill folders of the same layout, one folder per system:
 
 A folder may carry ``system.json`` (``{"tasks": ["extend"], "kind": ..., ...}``) to say it covers only
 some tasks; without one, every benchmark id needs its PNG. Each folder is written to a temporary
-sibling and renamed into place (DESIGN §9).
+sibling and renamed into place (docs/DESIGN.md §9).
 
     python -m steps.competitors --config cfg.yaml            # CompetitorsConfig fields
     python -m steps.competitors --set benchmark=data/tiny/benchmark --set out_dir=outputs/x \\

@@ -6,7 +6,7 @@ version (the DVC hash) back. Run by hand:
     python -m steps.datasets world  --config params.yaml --key datasets.tiny --out data/tiny
     python -m steps.datasets photos --config params.yaml --key datasets.tiny --out data/tiny
 
-Each split is a folder with ``manifest.jsonl`` and PNGs (DESIGN §6), written to a temporary folder,
+Each split is a folder with ``manifest.jsonl`` and PNGs (docs/DESIGN.md §6), written to a temporary folder,
 validated with the one manifest reader and only then renamed into place.
 """
 

@@ -1,4 +1,4 @@
-"""Promotion gates of the registry: when a new version may become ``champion`` (DESIGN §8).
+"""Promotion gates of the registry: when a new version may become ``champion`` (docs/DESIGN.md §8).
 
 - `promotion_gate`: the fill model, over benchmark metrics (``gsb/<rater>/<system>/...``): net win against
   the base (and the current champion) above ``min_net_win`` for every rater, no task x dimension worse

@@ -2,7 +2,7 @@
 
 Every dataset, checkpoint and report is written to a temporary sibling first and then renamed into
 place, so a crash or a validation error never leaves a half-written file where a reader expects a
-whole one (DESIGN §9).
+whole one (docs/DESIGN.md §9).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one manifest reader every ingestion uses (DESIGN §6).
+"""The one manifest reader every ingestion uses (docs/DESIGN.md §6).
 
 ``manifest.jsonl`` holds one condition per line: ``id``, ``task`` (fill|extend|removal), ``image`` and
 ``mask`` (paths relative to the manifest), ``prompt`` (may be empty for extend/removal), optional

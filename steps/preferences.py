@@ -1,10 +1,10 @@
 """Preference data: the judge query, candidate sets, pairs.jsonl, and the simulated annotators.
 
-**The query** (DESIGN §4) is one versioned constant: changing its text means retraining the judge, so the
+**The query** (docs/DESIGN.md §4) is one versioned constant: changing its text means retraining the judge, so the
 version is recorded with every judge. It names the task and the dimension, includes the user prompt only for
 text_alignment, and asks whether the FIRST image is better than the SECOND, expecting "Yes" or "No".
 
-**pairs.jsonl** (DESIGN §6), one object per line: ``id``, ``condition_id``, ``task``, ``dimension``,
+**pairs.jsonl** (docs/DESIGN.md §6), one object per line: ``id``, ``condition_id``, ``task``, ``dimension``,
 ``winner``, ``loser`` (image paths relative to the file), ``prompt``, ``annotator``, ``source``
 (human | simulated), optional ``meta``. Candidate sets sit beside it in ``candidates.jsonl``:
 ``condition_id``, ``task``, ``prompt``, ``candidates`` (paths), optional ``sampling`` (per candidate).

@@ -1,4 +1,4 @@
-"""The MLflow model registry: the released fill model and judge, and the promotion gate (DESIGN §8).
+"""The MLflow model registry: the released fill model and judge, and the promotion gate (docs/DESIGN.md §8).
 
 - `register_fill_model` logs a FluxFill pipeline directory as an MLflow pyfunc through "models from code"
   (steps/fill_pyfunc.py; the steps/ package travels with it as code), with a signature and explicit pip

@@ -1,4 +1,4 @@
-"""Recipe: OneReward RL of the fill model against the VLM judge (DESIGN §4, Algorithms 1 and 2).
+"""Recipe: OneReward RL of the fill model against the VLM judge (docs/DESIGN.md §4, Algorithms 1 and 2).
 
     python -m steps.rl --config rl.yaml --set reference=dynamic    # any YAML of RLConfig fields (--key a.b)
     torchrun --nproc_per_node 2 -m steps.rl --config ...        # 2 CPU processes (gloo), as the tests do
@@ -90,7 +90,7 @@ class RLConfig:
     warmup: int = field(10, "linear warmup steps")
     weight_decay: float = field(0.0, "AdamW weight decay")
     grad_clip: float = field(1.0, "max global gradient norm")
-    # the method's open defaults (DESIGN §4)
+    # the method's open defaults (docs/DESIGN.md §4)
     denoise_steps: int = field(8, "T: Euler steps of the sampling schedule")
     t1: int = field(-1, "first step index the policy may stop at (-1: T // 2, the second half)")
     t2: int = field(-1, "last step index the policy may stop at (-1: T - 1)")

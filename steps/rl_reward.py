@@ -1,6 +1,6 @@
 """The OneReward reward: the judge asked "is the policy's image better than the reference's?" per dimension.
 
-- `onereward_loss`: DESIGN §4 step 4, J_e = relu(lambda - P(Yes | policy first, reference second,
+- `onereward_loss`: docs/DESIGN.md §4 step 4, J_e = relu(lambda - P(Yes | policy first, reference second,
   q(task, e, prompt))) averaged over the sample's dimensions and MINIMISED, plus summable per-dimension
   stats;
 - `PairJudge`: the judge asked every dimension of the same image pairs with each image encoded once and

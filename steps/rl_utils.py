@@ -3,7 +3,7 @@
 - `draw_step`: every random choice of one training step derived from (seed, step, rank), so a resumed
   run repeats an uninterrupted one exactly and DDP ranks draw different batches of the same task;
 - `ConditionBank`: a split's conditions grouped by task, encoded once (`encode_conditions`) and cached;
-- `rollout`: DESIGN §4 steps 2-3 (reference image, one-step policy x0 with grad); the reward and loss
+- `rollout`: docs/DESIGN.md §4 steps 2-3 (reference image, one-step policy x0 with grad); the reward and loss
   of step 4 are in steps/rl_reward.py;
 - `EmaWeights`: EMA of the trainable parameters (the released weights; Algorithm 2's reference);
 - LoRA on the transformer's attention projections, the adapter-disabled reference, merging;

@@ -1,4 +1,4 @@
-"""What the registered models take and give (the MLflow pyfunc request format, DESIGN §8).
+"""What the registered models take and give (the MLflow pyfunc request format, docs/DESIGN.md §8).
 
 Fill pyfunc (a pandas DataFrame, one row per request): ``image`` and ``mask`` are base64-encoded PNG
 strings (strings survive JSON, REST serving and the signature's type checks; raw PNG bytes are accepted

@@ -1,4 +1,4 @@
-"""MLflow tracking conventions (DESIGN §8), usable from Dagster assets and from the step CLIs alike.
+"""MLflow tracking conventions (docs/DESIGN.md §8), usable from Dagster assets and from the step CLIs alike.
 
 Default store: ``sqlite:///<repo>/mlflow/mlflow.db`` with artifacts under ``mlflow/artifacts``; a team
 server replaces it through ``MLFLOW_TRACKING_URI``. Experiments are ``onereward/<profile>``. Every run

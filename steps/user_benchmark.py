@@ -1,6 +1,6 @@
 """The user's own benchmark: a folder of photos, masks and competitor outputs becomes a benchmark split.
 
-Layout (DESIGN §6), configured by ``ONEREWARD_USER_BENCHMARK=/path/to/folder``::
+Layout (docs/DESIGN.md §6), configured by ``ONEREWARD_USER_BENCHMARK=/path/to/folder``::
 
     manifest.jsonl                     id, task, image, mask, prompt (+ optional target, meta)
     images/..., masks/...              any paths inside the folder; photos of any size

@@ -1,4 +1,4 @@
-"""The synthetic world: procedurally generated conditions with known ground truth (DESIGN §5).
+"""The synthetic world: procedurally generated conditions with known ground truth (docs/DESIGN.md §5).
 
 It stands in for real data and human annotators in the `tiny` and `smoke` profiles: every sample knows
 its clean background, its objects and the requested content, so the world can build fill / extend /

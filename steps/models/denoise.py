@@ -1,6 +1,6 @@
 """The fill model's denoising loop, rebuilt from FluxFillPipeline's helpers so gradients can flow.
 
-`FluxFillPipeline.__call__` runs under ``torch.no_grad``. RL with reward feedback (DESIGN §4, Algorithm 1
+`FluxFillPipeline.__call__` runs under ``torch.no_grad``. RL with reward feedback (docs/DESIGN.md §4, Algorithm 1
 step 3) needs: denoise WITHOUT grad down to a step t, then predict x0 in ONE step WITH grad
 (rectified flow: x_t = (1 - sigma) x0 + sigma eps, v = eps - x0, so x0 = x_t - sigma_t v), and decode
 x0 through the frozen VAE differentiably. This module does that with the pipeline's own pieces

@@ -6,7 +6,7 @@
 - ``flux``: `Judge.load(path)` on a local Qwen2.5-VL-7B-Instruct directory (or ``$ONEREWARD_JUDGE_PATH``)
   or on a directory written by `Judge.save` (safetensors, atomic).
 
-Reward (DESIGN §4): P(Yes) normalised over {Yes, No} = sigmoid(logit_Yes - logit_No) at the answer
+Reward (docs/DESIGN.md §4): P(Yes) normalised over {Yes, No} = sigmoid(logit_Yes - logit_No) at the answer
 position. Images go through `steps.models.judge_preprocess` (torch), so `p_yes` is differentiable w.r.t.
 float image tensors; batches are LEFT padded so the last position is every row's answer position.
 """
@@ -63,7 +63,7 @@ _PROCESSOR_CLASS: type | None = None
 def processor_class() -> type:
     """`JudgeProcessor`: `Qwen2_5_VLProcessor` without the video processor (which needs torchvision).
 
-    Images + text only; builds, saves and reloads exactly (ENVIRONMENT.md) and loads a released
+    Images + text only; builds, saves and reloads exactly (docs/DESIGN.md §10) and loads a released
     Qwen2.5-VL directory too. Defined on first use so importing this module stays cheap (no transformers).
     """
     global _PROCESSOR_CLASS

@@ -1,6 +1,6 @@
 """Differentiable Qwen2-VL image preprocessing in torch (resize, rescale, normalise, patchify).
 
-The judge's reward must pass gradients back to the policy's pixels (DESIGN §4), but the transformers
+The judge's reward must pass gradients back to the policy's pixels (docs/DESIGN.md §4), but the transformers
 image processor works on numpy/PIL. This module re-implements it on torch tensors and produces the same
 ``pixel_values`` (flattened patches, (n_patches, C * temporal_patch * patch * patch)) and
 ``image_grid_thw`` as `Qwen2VLImageProcessorPil` (tests/steps/models/test_judge.py: max abs diff <= 1e-5).

@@ -93,7 +93,7 @@ class PolicySpec:
 
     @property
     def transformer_in_channels(self) -> int:
-        """Packed noisy latents + packed masked-image latents + packed mask (ENVIRONMENT.md)."""
+        """Packed noisy latents + packed masked-image latents + packed mask (docs/DESIGN.md §10)."""
         return 4 * self.vae_latent_channels * 2 + 4 * self.vae_scale_factor**2
 
 

@@ -1,6 +1,6 @@
 """Tokenizers for the tiny profiles, trained locally with the `tokenizers` library.
 
-No hub exists at run time (ENVIRONMENT.md), so the `smoke`/`tiny` models cannot reuse the CLIP, T5 or
+No hub exists at run time (docs/DESIGN.md §10), so the `smoke`/`tiny` models cannot reuse the CLIP, T5 or
 Qwen vocabularies. Each function here trains a small tokenizer of the SAME family as the production one
 on a corpus covering the synthetic world's vocabulary and wraps it in the transformers class the
 production pipeline uses, so every downstream code path (FluxFillPipeline.encode_prompt, the Qwen

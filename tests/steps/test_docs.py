@@ -1,0 +1,69 @@
+"""Nothing in the repository cites a design or environment document that is not in it, and every cited
+section of docs/DESIGN.md exists."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DESIGN = REPO / "docs" / "DESIGN.md"
+CITED_DOC = re.compile(r"[\w./-]*\b(?:DESIGN|ENVIRONMENT)\.md")
+BARE_SECTION = re.compile(r"(?<![\w.])DESIGN\s*§")  # "DESIGN §4": a document the reader cannot find
+SECTION_CITE = re.compile(r"docs/DESIGN\.md\s*((?:§\s*\d+(?:\s*,\s*)?)+)")
+
+
+def tracked_text_files() -> list[Path]:
+    names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    keep = (".py", ".md", ".toml", ".yaml", ".yml", ".cfg", ".txt", ".sh")
+    out = []
+    for name in names.splitlines():
+        path = REPO / name
+        if name.startswith("foundations/") or not path.is_file() or path == Path(__file__).resolve():
+            continue
+        if path.suffix in keep or path.name in ("Makefile", "run"):
+            out.append(path)
+    return out
+
+
+def design_sections() -> set[str]:
+    return set(re.findall(r"^## (\d+)\. ", DESIGN.read_text(), flags=re.MULTILINE))
+
+
+def citation_problems(path: Path, text: str, sections: set[str]) -> list[str]:
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        for m in CITED_DOC.finditer(line):
+            cited = m.group(0).rstrip(".")
+            if not ((REPO / cited).is_file() or (path.parent / cited).is_file()):
+                problems.append(f"{path.relative_to(REPO)}:{n}: cites {cited}, which is not in the repository")
+        if BARE_SECTION.search(line):
+            problems.append(f"{path.relative_to(REPO)}:{n}: cites 'DESIGN §...': write docs/DESIGN.md §N")
+        for m in SECTION_CITE.finditer(line):
+            for number in re.findall(r"\d+", m.group(1)):
+                if number not in sections:
+                    problems.append(f"{path.relative_to(REPO)}:{n}: docs/DESIGN.md has no section {number}")
+    return problems
+
+
+def test_every_cited_document_and_section_exists():
+    assert DESIGN.is_file()
+    sections = design_sections()
+    assert {"4", "5", "6", "7", "8", "9", "10"} <= sections
+    problems = []
+    files = tracked_text_files()
+    assert len(files) > 50
+    for path in files:
+        problems += citation_problems(path, path.read_text(errors="replace"), sections)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_check_catches_missing_documents_and_sections(tmp_path):
+    sections = {"4", "8"}
+    here = REPO / "steps" / "x.py"
+    assert citation_problems(here, '"""The method (DESIGN §4)."""', sections)
+    assert citation_problems(here, "# see ENVIRONMENT.md", sections)
+    assert citation_problems(here, "# see docs/ENVIRONMENT.md", sections)
+    assert citation_problems(here, '"""docs/DESIGN.md §4, §12"""', sections)
+    assert not citation_problems(here, '"""docs/DESIGN.md §4, §8 and README.md"""', sections)
