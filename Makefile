@@ -30,7 +30,7 @@ LS_PORT ?= 8080
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: a plain `torch` would pull a multi-GB CUDA build (ENVIRONMENT.md).
+	# torch first, pinned: a plain `torch` would pull a multi-GB CUDA build (docs/DESIGN.md §10).
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@

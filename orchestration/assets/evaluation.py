@@ -35,7 +35,7 @@ def policy_dirs(project: ProjectResource) -> dict[str, Path]:
 
 
 def ours(project: ProjectResource) -> str:
-    """Our released model: the dynamic variant when trained (DESIGN §4), else the static one."""
+    """Our released model: the dynamic variant when trained (docs/DESIGN.md §4), else the static one."""
     dirs = policy_dirs(project)
     if not dirs:
         raise dg.Failure(f"no trained policy under {project.paths.policy_root}: materialize `policy` first")

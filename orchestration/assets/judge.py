@@ -33,7 +33,7 @@ AgreementRunConfig = config_from_dataclass(AgreementConfig, "AgreementRunConfig"
 
 
 def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: str, params: dict, fn, **tags):
-    """Run ``fn(log)`` inside an MLflow run tagged per DESIGN §8; returns (result, run_id, tracker)."""
+    """Run ``fn(log)`` inside an MLflow run tagged per docs/DESIGN.md §8; returns (result, run_id, tracker)."""
     tracker, run_id = mlflow.start_run(context, project.profile, name, tags)
     tracker.log_params(run_id, params)
     try:
