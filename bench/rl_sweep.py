@@ -108,14 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--section", default="", help="write the table into docs/ABLATIONS.md under this key")
     args = ap.parse_args(argv)
     variants = [(v.split(":", 1)[0], parse_pairs(v.split(":", 1)[1] if ":" in v else "")) for v in args.variant]
-    results = [run_variant(name, ov, args) for name, ov in (variants or [("default", {})])]
     m = machine()
     command = "python bench/rl_sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    md = f"Measured {machine_line(m)}.\n\n```\n{command}\n```\n\n{table(results)}"
-    print(md)
     out = Path(args.out or Path(args.work) / "sweep.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": m, "command": command, "results": results}, indent=2) + "\n")
+    results: list[dict] = []
+    for name, ov in variants or [("default", {})]:
+        results.append(run_variant(name, ov, args))
+        print(table(results[-1:]), flush=True)  # each variant's rows as it ends; the JSON keeps what finished
+        out.write_text(json.dumps({"machine": m, "command": command, "results": results}, indent=2) + "\n")
+    md = f"Measured {machine_line(m)}.\n\n```\n{command}\n```\n\n{table(results)}"
+    print(md)
     if args.section:
         write_section(args.section, md, doc=Path(__file__).resolve().parents[1] / "docs" / "ABLATIONS.md")
 

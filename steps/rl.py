@@ -31,7 +31,9 @@ guard_patience flagged evaluations in a row training stops with `RewardHackingEr
 the highest mean held-out signal is tracked (`guard/best_step` in MLflow, ``best_heldout`` in the summary)
 and its policy + EMA weights are kept outside the rotation in ``out_dir/<reference>_best/step_<n>/``: when
 the guard stops a run, that is the checkpoint to look at (`python bench/checkpoint_samples.py --checkpoint
-...`). The released model is still the EMA of the last step.
+...`). With ``release=best_validation`` (the default) the released model is the EMA of that best evaluation
+-- the base's own weights when no step beat it (RL did not help; the promotion gate then keeps it from
+becoming champion); ``release=last`` releases the last step's.
 
 Scale-out: `accelerate launch` (DDP: tested on CPU through torchrun + gloo, which is what accelerate's
 multi-CPU mode uses; `accelerate launch --cpu` starts one process only). FSDP (per-rank sharded
@@ -110,8 +112,8 @@ class RLConfig:
     checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
     release: str = field("best_validation", "which EMA weights are released: best_validation (the guard's best "
-                                            "evaluation on the validation split, never the benchmark; the last step "
-                                            "when none beat the base or the guard is off) | last")
+                                            "evaluation on the validation split, never the benchmark; the base's own "
+                                            "weights when no step beat it; the last step when the guard is off) | last")
     resume: bool = field(True, "continue from the newest checkpoint in out_dir/<reference>_checkpoints")
     # reward-hacking guard
     guard_every: int = field(50, "held-out evaluation every N steps (0 = guard off)")
@@ -186,8 +188,10 @@ class RLConfig:
         if profile == "smoke":
             values.update(batch_size=4, steps=6, lr=1e-3, warmup=0, denoise_steps=4, ema_tau=0.9,
                           sample_every=3, checkpoint_every=3, guard_every=3, guard_per_task=2)
-        elif profile == "tiny":  # validation every 25 steps on 16 conditions per task: the release is chosen there
-            values.update(guard_every=25, guard_per_task=16)
+        elif profile == "tiny":  # validation every 25 steps on 16 conditions per task: the release is chosen there;
+            # lr 3e-5: with a perfect reward 1e-4 rose for 150 steps, then fell back (3e-4, 1e-3 collapsed) while
+            # 3e-5 rose steadily (docs/ABLATIONS.md section 1); the tiny judge is shown the masked source
+            values.update(guard_every=25, guard_per_task=16, lr=3e-5, judge_sees_source=True)
         elif profile == "flux":
             values.update(base_dir="", batch_size=1, steps=2000, lr=5e-5, warmup=50, denoise_steps=28,
                           ema_tau=0.999, lora_rank=64, mixed_precision="bf16", dtype="bfloat16",
@@ -457,7 +461,7 @@ class OneRewardRecipe:
             self.log({**{f"guard/judge/{k}": v for k, v in judge.items()},
                       **{f"guard/{kind}/{k}": v for k, v in heldout.items()}}, step)
         guarded = {k: v for k, v in heldout.items() if not k.endswith("_psnr")}  # signals in [0, 1] only
-        if self.guard.track_best(step, guarded) and step:
+        if self.guard.track_best(step, guarded):  # step 0: the base's weights (released if nothing beats them)
             self.best_writer.save(step, {"policy": {n: p.detach() for n, p in self.params.items()},
                                          "ema": self.ema.shadow}, {}, {"step": step, "best": self.guard.best})
         if self.is_main:
@@ -568,16 +572,17 @@ class OneRewardRecipe:
         best = self.guard.best
         if self.cfg.release == "last" or not self.cfg.guard_every:
             return {"rule": self.cfg.release, "step": last, "note": "the last step's EMA weights"}
-        if not best.get("step"):
-            return {"rule": "best_validation", "step": last,
-                    "note": "no validation evaluation beat the base (step 0): the last step's EMA weights"}
-        folder = checkpoint_dir(self.best_root, best["step"])
+        folder = checkpoint_dir(self.best_root, best.get("step", 0))
         files = sorted(folder.glob(f"ema{self.writer.suffix()}.safetensors"))
-        if self.sharded or not files:
+        if self.sharded or not best or not files:
             return {"rule": "best_validation", "step": last,
-                    "note": f"best step {best['step']} not loadable here ({folder}): the last step's EMA weights"}
+                    "note": f"best step {best.get('step')} not loadable here ({folder}): the last step's EMA weights"}
         shadow = load_file(str(files[0]))
         self.ema.shadow = {n: shadow[n].to(self.accelerator.device, torch.float32) for n in self.ema.shadow}
+        if not best["step"]:
+            return {"rule": "best_validation", "step": 0, "validation_signal": best["score"],
+                    "note": "no RL step beat the base on the validation split: the base's weights are released "
+                            "(RL did not improve it; the promotion gate compares it with the base)"}
         return {"rule": "best_validation", "step": int(best["step"]), "validation_signal": best["score"],
                 "note": f"the EMA weights of step {best['step']}, the best mean truth on the validation split"}
 

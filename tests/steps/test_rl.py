@@ -62,6 +62,7 @@ def test_config_defaults_and_validation():
     assert tiny.t_range == (4, 7) and tiny.lam == 0.8 and not tiny.paste_back and tiny.reference == "static"
     assert tiny.task_probs == {"fill": 0.5, "extend": 0.25, "removal": 0.25}
     assert tiny.base_dir == "/r/outputs/tiny/base_model" and tiny.params()["t1"] == 4
+    assert tiny.lr == 3e-5 and tiny.judge_sees_source  # measured (ABLATIONS section 1); the tiny judge sees it
     flux = RLConfig.for_profile("flux")
     assert flux.denoise_steps == 28 and flux.t_range == (14, 27) and flux.lora_rank > 0
     assert flux.mixed_precision == "bf16" and flux.guard_signal == "kept_region"
@@ -311,7 +312,8 @@ def test_guard_stops_training_with_a_clear_error(smoke, tmp_path):
     summary = json.loads((tmp_path / "static_report/summary.json").read_text())
     assert summary["status"] == "stopped_by_guard" and "step 2" in summary["error"]
     assert "The base (step 0) had the best held-out signal" in summary["error"]
-    assert summary["best_heldout"]["step"] == 0 and not (tmp_path / "static_best").exists()
+    assert summary["best_heldout"]["step"] == 0  # kept beside it: the base's weights, step 0
+    assert [p.name for p in (tmp_path / "static_best").iterdir()] == ["step_0000000"]
     assert not (tmp_path / "static").exists()  # nothing released
 
 
@@ -541,6 +543,31 @@ def test_release_is_chosen_on_the_validation_split(smoke, tmp_path, release):
     assert summary["release"]["step"] == step and summary["release"]["rule"] == release
     assert all(torch.equal(released[k], v) for k, v in ema[step].items())
     assert any(not torch.equal(released[k], v) for k, v in ema[12 - step].items())
+
+
+def test_when_no_step_beats_the_base_the_base_is_released(smoke, tmp_path):
+    """The validation truth only falls (the guard margin is wide: it never stops the run): best_validation
+    releases the base's own weights -- not the last, worse step's -- and says RL did not improve on it."""
+    recipe = OneRewardRecipe(config(smoke, tmp_path, steps=6, guard_every=2, guard_margin=1.0, sample_every=0,
+                                    checkpoint_every=0, lr=1e-3))
+    real_scores = OneRewardRecipe.heldout_scores
+    truth = [0.70, 0.60, 0.55, 0.50]  # steps 0, 2, 4, 6
+
+    def falling(self, outputs):
+        judge, heldout = real_scores(self, outputs)
+        return judge, {key: truth[len(self.guard.history)] for key in heldout}
+
+    recipe.heldout_scores = falling.__get__(recipe)
+    base = {n: p.detach().clone() for n, p in recipe.setup().params.items()}
+    summary = recipe.train()
+    assert summary["status"] == "finished" and summary["release"]["step"] == 0
+    assert "no RL step beat the base" in summary["release"]["note"]
+    released = transformer_weights(tmp_path / "static")
+    from safetensors.torch import load_file
+
+    moved = load_file(str(tmp_path / "static_checkpoints/step_0000006/policy.safetensors"))
+    assert all(torch.equal(released[n], base[n].to(released[n].dtype)) for n in base)
+    assert any(not torch.equal(moved[n], base[n]) for n in base)  # RL did change the weights it trained
 
 
 def test_guard_stop_releases_the_best_validation_weights(smoke, tmp_path):
