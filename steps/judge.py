@@ -50,6 +50,10 @@ class JudgeConfig:
     adv_steps: int = field(2, "normalised gradient steps of that attack")
     heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
                                           "cell has >= 50 held-out pairs)")
+    select_fraction: float = field(0.0, "share of conditions (taken from the training side, never the held-out "
+                                        "agreement split) whose pairs choose the released step instead of training")
+    select_every: int = field(100, "with select_fraction: evaluate the selection pairs every N steps; the step with "
+                                   "the best mean agreement on them is saved")
     lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
     gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
     mixed_precision: str = field("no", "no | bf16 (GPU)")
@@ -63,6 +67,9 @@ class JudgeConfig:
             raise ValueError(f"unknown profile {self.profile!r}")
         if not 0 <= self.easy_fraction <= 1 or not 0 < self.heldout_fraction < 1:
             raise ValueError("easy_fraction must be in [0, 1] and heldout_fraction in (0, 1)")
+        if not 0 <= self.select_fraction < 1 - self.heldout_fraction or self.select_every < 1:
+            raise ValueError(f"select_fraction must lie in [0, 1 - heldout_fraction), got {self.select_fraction!r}; "
+                             f"select_every >= 1, got {self.select_every!r}")
         if self.profile == "flux" and not self.init_dir:
             raise ValueError("flux needs init_dir: a local Qwen2.5-VL-7B-Instruct directory")
 
@@ -73,8 +80,9 @@ class JudgeConfig:
                                       init_dir=str(paths.judge_pretrained), out_dir=str(paths.judge))
         if profile == "smoke":
             values.update(steps=60, batch_size=8, log_every=10)
-        if profile == "tiny":  # fine-tuning a foundation (docs/ABLATIONS.md section 0: 600 steps at 2e-4)
-            values.update(steps=600, lr=2e-4, easy_fraction=0.2)
+        if profile == "tiny":  # fine-tuning a foundation (docs/ABLATIONS.md section 0: 600 steps at 2e-4) that
+            # was trained with the masked source as a third image
+            values.update(steps=600, lr=2e-4, easy_fraction=0.2, show_source=True)
         if profile == "flux":
             values.update(init_dir="", lora_rank=16, gradient_checkpointing=True, mixed_precision="bf16",
                           batch_size=4, steps=2000, lr=1e-4)
@@ -236,6 +244,29 @@ def yes_no_loss(judge, groups: list, queries: list[str], labels):
     return loss, (logits[:, judge.yes_id] - logits[:, judge.no_id]).detach()
 
 
+def selection_split(data, heldout_fraction: float, select_fraction: float) -> dict[str, Any]:
+    """Conditions (and their pairs) of the training side set apart to choose the fine-tuning step: the hash band
+    [heldout_fraction, heldout_fraction + select_fraction) of `steps.judge_eval.split_of`, disjoint from the
+    held-out agreement split by construction."""
+    from steps.judge_eval import condition_hash
+
+    def band(cid: str) -> bool:
+        return heldout_fraction <= condition_hash(cid) < heldout_fraction + select_fraction
+
+    conditions = {p.condition_id for p in data["train"] if band(p.condition_id)} if select_fraction else set()
+    return {"conditions": conditions, "pairs": [p for p in data["train"] if p.condition_id in conditions]}
+
+
+def selection_score(judge, data, pairs, show_source: bool) -> float:
+    """Mean over cells of the judge's agreement with the labels of the selection pairs."""
+    from steps.judge_eval import agreement_table
+
+    judge.eval()
+    table = agreement_table(judge, {**data, "heldout": pairs}, {}, show_source)
+    judge.train()
+    return float(np.mean([r["accuracy"] for r in table.values()]))
+
+
 def heldout_metrics(judge, data, show_source: bool) -> dict[str, float]:
     """Held-out accuracy per cell (against the annotated labels) and its mean: the agreement curve."""
     from steps.judge_eval import agreement_table
@@ -271,6 +302,10 @@ def build_or_load_judge(cfg: JudgeConfig):
 
     if cfg.init_dir and Path(cfg.init_dir).exists():
         judge = Judge.load(cfg.init_dir)
+        if judge.record.get("foundation") and judge.shows_source != cfg.show_source:
+            raise ValueError(f"{cfg.init_dir}: this foundation judge was trained with show_source="
+                             f"{judge.shows_source}; fine-tune it the same way (--set show_source="
+                             f"{str(judge.shows_source).lower()})")
     elif cfg.profile == "flux":
         raise FileNotFoundError(f"judge init_dir {cfg.init_dir!r} does not exist")
     else:
@@ -303,7 +338,10 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
     train_pairs, samples = data["train"], data["samples"]
-    easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]] or list(samples.values())
+    selecting = selection_split(data, cfg.heldout_fraction, cfg.select_fraction)
+    train_pairs = [p for p in train_pairs if p.condition_id not in selecting["conditions"]]
+    easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]
+                    and s.id not in selecting["conditions"]] or list(samples.values())
     if not train_pairs:
         raise ValueError(f"{cfg.pairs_dir}/pairs.jsonl: no training pairs after the held-out split")
     judge = build_or_load_judge(cfg)
@@ -317,6 +355,7 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
     cand_pool = sorted({(p.condition_id, q) for p in train_pairs for q in (p.winner, p.loser)})
     src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source else \
         {cid: s.image for cid, s in samples.items()}
+    best = None
     for step in tqdm(range(cfg.steps), desc="judge", unit="step", mininterval=5):
         easy = rng.random() < (cfg.easy_prob_early if step < easy_until else cfg.easy_prob_late)
         firsts, seconds, sources, queries = [], [], [], []
@@ -358,7 +397,18 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
                  "judge/train_accuracy": float(np.mean(accs[-cfg.log_every:])), "judge/easy_batch": float(easy)}, step)
         if cfg.eval_every and data["heldout"] and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
             log(heldout_metrics(judge, data, cfg.show_source), step + 1)
+        if selecting["pairs"] and ((step + 1) % cfg.select_every == 0 or step == cfg.steps - 1):
+            score = selection_score(judge, data, selecting["pairs"], cfg.show_source)
+            log({"judge/selection_agreement": score}, step + 1)
+            if best is None or score > best[1]:
+                best = (step + 1, score, {k: v.detach().clone() for k, v in judge.model.state_dict().items()})
     judge.eval()
+    if best is not None:  # the step chosen on the selection pairs (never the held-out agreement pairs)
+        judge.model.load_state_dict(best[2])
+        selected = {"step": best[0], "selection_agreement": best[1], "n_selection_pairs": len(selecting["pairs"])}
+        log({"judge/selected_step": float(best[0])}, cfg.steps)
+    else:
+        selected = None
     if cfg.lora_rank > 0:
         judge.model = judge.model.merge_and_unload()
     judge.save(cfg.out_dir)
@@ -368,7 +418,8 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
 
     summary = {"out_dir": cfg.out_dir, "n_train_pairs": len(train_pairs), "n_heldout_pairs": len(data["heldout"]),
                "final_loss": float(np.mean(curve[-20:])), "seconds": time.perf_counter() - t0,
-               "query_template_version": QUERY_TEMPLATE_VERSION, "config": asdict(cfg), "loss_curve": curve}
+               "query_template_version": QUERY_TEMPLATE_VERSION, "config": asdict(cfg), "loss_curve": curve,
+               "selected": selected}
     atomic_write_json(Path(cfg.out_dir) / TRAINING_RECORD, summary)
     return summary
 

@@ -24,10 +24,14 @@ PAPER_THRESHOLDS = {
 }
 
 
+def condition_hash(condition_id: str) -> float:
+    """A number in [0, 1] fixed by the condition id (stable across runs and machines): splits are bands of it."""
+    return int(hashlib.md5(condition_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 def split_of(condition_id: str, heldout_fraction: float) -> str:
     """'heldout' or 'train', stable across runs and machines (hash of the condition id)."""
-    h = int(hashlib.md5(condition_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "heldout" if h < heldout_fraction else "train"
+    return "heldout" if condition_hash(condition_id) < heldout_fraction else "train"
 
 
 def load_preference_data(pairs_dir, train_dir, heldout_fraction: float) -> dict[str, Any]:
