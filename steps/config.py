@@ -48,7 +48,9 @@ def load_yaml_section(path: str | Path, key: str | None = None) -> dict[str, Any
 
 
 def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
-    """Build ``cls`` from a mapping, rejecting unknown fields with the file and field named."""
+    """Build ``cls`` from a mapping, rejecting unknown fields with the file and field named. When the mapping
+    names a ``profile`` and ``cls`` has ``for_profile``, the profile's values are the defaults (the same
+    resolution the Dagster assets and bench scripts use) and the mapping's other fields override them."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
@@ -57,6 +59,9 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     for name, value in values.items():
         kwargs[name] = _coerce(names[name], value, source)
     try:
+        if "profile" in kwargs and hasattr(cls, "for_profile"):
+            profile = kwargs.pop("profile")
+            return cls.for_profile(profile, **kwargs)
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {cls.__name__}: {e}") from e
@@ -92,6 +97,9 @@ def parse_cli(cls: type[T], description: str, argv: list[str] | None = None, ext
     parser.add_argument("--config", help="YAML file with the step's fields")
     parser.add_argument("--key", help="dotted key of the section inside --config (e.g. datasets.tiny)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override one field")
+    if any(f.name == "profile" for f in dataclasses.fields(cls)):
+        parser.add_argument("--profile", help="start from this profile's values (smoke | tiny | flux; the same "
+                                              "as --set profile=NAME); --config and --set override them")
     if extra:
         extra(parser)
     fields_help = "\n".join(f"  {f.name}: {f.metadata.get('help', '')} (default {f.default!r})"
@@ -104,5 +112,7 @@ def parse_cli(cls: type[T], description: str, argv: list[str] | None = None, ext
             parser.error(f"--set expects FIELD=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         values[k] = yaml.safe_load(v)
+    if getattr(args, "profile", None):
+        values.setdefault("profile", args.profile)
     source = f"{args.config}{':' + args.key if args.key else ''}" if args.config else "command line"
     return from_dict(cls, values, source), args
