@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--base", default="foundations/tiny/base")
     ap.add_argument("--train", default="data/tiny/train")
     ap.add_argument("--validation", default="data/tiny/validation")
-    ap.add_argument("--selector", choices=["oracle", "judge", "random"], default="oracle")
+    ap.add_argument("--selector", choices=["oracle", "judge", "random", "target"], default="oracle",
+                    help="target: the world's ground truth instead of a candidate (the fine-tuning's control)")
     ap.add_argument("--judge", default="outputs/tiny/judge")
     ap.add_argument("--conditions", type=int, default=600)
     ap.add_argument("--k", type=int, default=4)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     cands = np.stack([sample_outputs(pipe, train, dataclasses.replace(cfg, seed=100 + k)) for k in range(args.k)])
     truths = np.array([[np.mean(list(truth(s, cands[k][n]).values())) for k in range(args.k)]
                        for n, s in enumerate(train)])
-    if args.selector == "oracle":
+    if args.selector in ("oracle", "target"):
         pick = truths.argmax(1)
     elif args.selector == "random":
         pick = np.random.default_rng(0).integers(0, args.k, len(train))
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
         from steps.models.judge import Judge
 
         pick = judge_pick(Judge.load(args.judge).eval(), train, cands)
-    picked = [dataclasses.replace(s, target=cands[pick[n]][n]) for n, s in enumerate(train)]
+    if args.selector == "target":  # continued training on the ground truth: what the fine-tuning alone does
+        picked, pick = list(train), truths.argmax(1)
+    else:
+        picked = [dataclasses.replace(s, target=cands[pick[n]][n]) for n, s in enumerate(train)]
     selection = {"picked_truth": float(truths[np.arange(len(train)), pick].mean()),
                  "mean_candidate_truth": float(truths.mean()), "best_truth": float(truths.max(1).mean())}
     print("selection:", json.dumps(selection), flush=True)
