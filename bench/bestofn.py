@@ -28,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from steps.paths import TINY  # noqa: E402
+
 TIE = 0.03
 
 
@@ -71,12 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
     from steps.runtime import setup
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", default="foundations/tiny/base")
-    ap.add_argument("--train", default="data/tiny/train")
-    ap.add_argument("--validation", default="data/tiny/validation")
+    ap.add_argument("--base", default=str(TINY.foundations / "base"))
+    ap.add_argument("--train", default=str(TINY.train))
+    ap.add_argument("--validation", default=str(TINY.validation))
     ap.add_argument("--selector", choices=["oracle", "judge", "random", "target"], default="oracle",
                     help="target: the world's ground truth instead of a candidate (the fine-tuning's control)")
-    ap.add_argument("--judge", default="outputs/tiny/judge")
+    ap.add_argument("--judge", default=str(TINY.judge))
     ap.add_argument("--conditions", type=int, default=600)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
