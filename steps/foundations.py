@@ -269,7 +269,7 @@ def run_judge(cfg: FoundationsConfig, stage: int = 1) -> dict[str, Any]:
         if (Path(cfg.out_dir) / PROVENANCE).is_file() else {}
     stages = [*done.get("earlier_stages", []), done] if done else []
     if not cfg.judge_overrides.get("init_dir") and any(
-            Path(s.get("config", {}).get("checkpoint_dir", "")).name == Path(jcfg.checkpoint_dir).name
+            (2 if s.get("config", {}).get("init_dir") else 1) == stage
             for s in stages):  # this stage already finished (rerunning `all`): keep what is there
         print(f"judge stage {stage}: already in {Path(cfg.out_dir) / PROVENANCE}; kept", flush=True)
         return {"part": "judge", "model_dir": jcfg.out_dir, **done}
