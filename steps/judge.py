@@ -259,12 +259,7 @@ def selection_split(data, heldout_fraction: float, select_fraction: float) -> di
 
 def selection_score(judge, data, pairs, show_source: bool) -> float:
     """Mean over cells of the judge's agreement with the labels of the selection pairs."""
-    from steps.judge_eval import agreement_table
-
-    judge.eval()
-    table = agreement_table(judge, {**data, "heldout": pairs}, {}, show_source)
-    judge.train()
-    return float(np.mean([r["accuracy"] for r in table.values()]))
+    return heldout_metrics(judge, {**data, "heldout": pairs}, show_source)["judge/heldout_accuracy"]
 
 
 def heldout_metrics(judge, data, show_source: bool) -> dict[str, float]:

@@ -75,17 +75,16 @@ def climb(judge, start, queries: list[str], budget: float, steps: int = PROBE_ST
     x0 = start.detach()
     delta = torch.zeros_like(x0)
     step = 2.0 * budget / steps
-    for _ in range(steps):
+    for k in range(steps):
         if random_walk:
             g = torch.randn(x0.shape, generator=generator)
         else:
             d = delta.clone().requires_grad_(True)
             if eot:
-                eg = torch.Generator().manual_seed(1234 + _)
-                logp = 0
-                for _k in range(eot):
-                    a, b, src = jitter([(x0 + d).clamp(0, 1), x0, source], eg)
-                    logp = logp + torch.nn.functional.logsigmoid(judge.margin(a, b, queries, src)) / eot
+                eg = torch.Generator().manual_seed(1234 + k)  # the same draws at every budget
+                draws = [jitter([(x0 + d).clamp(0, 1), x0, source], eg) for _ in range(eot)]
+                logp = sum(torch.nn.functional.logsigmoid(judge.margin(a, b, queries, src))
+                           for a, b, src in draws) / eot
             elif both_orders:
                 logp = both_orders_logp(judge, (x0 + d).clamp(0, 1), x0, queries, source)
             else:

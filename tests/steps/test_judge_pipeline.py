@@ -336,3 +336,38 @@ def test_attacked_pairs_stay_mirrored_and_within_budget():
     assert 0 < rms <= 0.01 + 1e-5
     untouched = torch.as_tensor(samples[2].target).permute(2, 0, 1).float() / 255
     assert torch.equal(first[4], untouched)  # the third pair is not attacked
+
+
+def test_selection_pairs_choose_the_saved_step_and_never_train(prefs, tmp_path):
+    """select_fraction sets a band of training-side conditions apart: disjoint from the held-out agreement split,
+    never trained on; the saved weights are those of the evaluation with the best agreement on them."""
+    from steps.judge import selection_split
+    from steps.judge_eval import load_preference_data
+
+    root, _ = prefs
+    data = load_preference_data(root / "prefs", root / "data/train", 0.3)
+    chosen = selection_split(data, 0.3, 0.4)
+    held = {p.condition_id for p in data["heldout"]}
+    assert chosen["pairs"] and not chosen["conditions"] & held
+    assert chosen["conditions"] < {p.condition_id for p in data["train"]}
+    logged = []
+    summary = train_judge(JudgeConfig(profile="smoke", pairs_dir=str(root / "prefs"), train_dir=str(root / "data/train"),
+                                      out_dir=str(tmp_path / "judge"), steps=6, batch_size=4, heldout_fraction=0.3,
+                                      select_fraction=0.4, select_every=2), log=lambda m, s: logged.append((s, m)))
+    scores = {s: m["judge/selection_agreement"] for s, m in logged if "judge/selection_agreement" in m}
+    assert sorted(scores) == [2, 4, 6]
+    best = max(scores, key=lambda s: (scores[s], -s))  # the first of equal scores is kept
+    assert summary["selected"]["step"] == best and summary["selected"]["n_selection_pairs"] == len(chosen["pairs"])
+    assert summary["n_train_pairs"] == len(data["train"]) - len(chosen["pairs"])
+    with pytest.raises(ValueError, match="select_fraction"):
+        JudgeConfig(profile="smoke", heldout_fraction=0.6, select_fraction=0.5)
+
+
+def test_a_source_seeing_foundation_must_be_fine_tuned_with_the_source(prefs, tmp_path):
+    root, _ = prefs
+    pretrain_judge(JudgePretrainConfig(profile="smoke", train_dir=str(root / "data/train"), out_dir=str(tmp_path / "f"),
+                                       steps=2, batch_size=4, eval_conditions=4, show_source=True))
+    with pytest.raises(ValueError, match="show_source=true"):
+        train_judge(JudgeConfig(profile="smoke", init_dir=str(tmp_path / "f"), pairs_dir=str(root / "prefs"),
+                                train_dir=str(root / "data/train"), out_dir=str(tmp_path / "j"), steps=1,
+                                heldout_fraction=0.3))
