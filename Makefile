@@ -66,9 +66,9 @@ run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='j
 	@echo "  Pictures and reports:                       $$(python -m steps.paths outputs_dir)/"
 
 foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resumable: rerun to continue), one core per part
-	@python -m steps.foundations --set profile=$(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=base --set threads=1 & b=$$!; \
-	python -m steps.foundations --set profile=$(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=judge --set threads=1 && \
-	python -m steps.foundations --set profile=$(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=judge2 --set threads=1; j=$$?; \
+	@python -m steps.foundations --profile $(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=base --set threads=1 & b=$$!; \
+	python -m steps.foundations --profile $(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=judge --set threads=1 && \
+	python -m steps.foundations --profile $(PROFILE) --set out_dir=foundations/$(PROFILE) --set part=judge2 --set threads=1; j=$$?; \
 	wait $$b; b=$$?; test $$j -eq 0 -a $$b -eq 0
 
 smoke:  ## the whole graph in the smoke profile (what CI materializes)

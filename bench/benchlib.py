@@ -182,3 +182,14 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def step_config(cls, profile: str, overrides: dict[str, Any] | None = None, root: str | os.PathLike = ".",
+                **bench_values: Any):
+    """The step config a bench script runs: the profile's (steps.config.resolve: configs/<profile>.yaml and
+    the paths, exactly as `python -m steps.<name> --profile` and the Dagster assets), then the script's own
+    values, then the user's ``overrides`` (--set)."""
+    from steps.config import Layer, resolve
+
+    return resolve(cls, profile, root, overrides, layers=[Layer(Path(sys.argv[0]).name or "bench", bench_values)],
+                   source="--set")

@@ -40,9 +40,21 @@ VARIANTS = {
 }
 
 
+def variant_config(args, name: str, pairs_dir: str, work: Path):
+    """One variant's JudgeConfig: the profile's judge section (as the CLI and the judge asset resolve it), the
+    ablation's paths and steps, then the variant's overrides."""
+    from benchlib import step_config
+    from steps.judge import JudgeConfig
+
+    values = {"init_dir": args.pretrained, "pairs_dir": pairs_dir, "train_dir": args.train_dir,
+              "out_dir": str(work / name), "steps": args.steps, "threads": args.threads}
+    return step_config(JudgeConfig, args.profile, VARIANTS[name][0], **values)
+
+
 def run(args) -> dict:
+    from benchlib import step_config
     from steps.annotate import AnnotateConfig, simulate_pairs
-    from steps.judge import JudgeConfig, train_judge
+    from steps.judge import train_judge
     from steps.judge_eval import PAPER_THRESHOLDS, agreement_table, load_preference_data
     from steps.models.judge import Judge
     from steps.runtime import setup
@@ -55,13 +67,10 @@ def run(args) -> dict:
         overrides, noise = VARIANTS[name]
         if noise not in pairs_for:
             out = work / f"pairs_noise{int(noise * 100)}"
-            simulate_pairs(AnnotateConfig(candidates_dir=args.candidates, train_dir=args.train_dir,
-                                          out_dir=str(out), noise=noise))
+            simulate_pairs(step_config(AnnotateConfig, args.profile, candidates_dir=args.candidates,
+                                       train_dir=args.train_dir, out_dir=str(out), noise=noise))
             pairs_for[noise] = str(out)
-        values = {"profile": args.profile, "init_dir": args.pretrained, "pairs_dir": pairs_for[noise],
-                  "train_dir": args.train_dir, "out_dir": str(work / name), "steps": args.steps,
-                  "threads": args.threads, **overrides}
-        cfg = JudgeConfig(**values)
+        cfg = variant_config(args, name, pairs_for[noise], work)
         t0 = time.perf_counter()
         summary = train_judge(cfg)
         seconds = time.perf_counter() - t0

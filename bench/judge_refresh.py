@@ -108,6 +108,7 @@ def main(argv=None) -> dict:
 
     import importlib.util
 
+    from bench.benchlib import step_config
     from steps.annotate import AnnotateConfig, simulate_pairs
     from steps.datasets import load_samples
     from steps.judge import JudgeConfig, train_judge, trained_with_source
@@ -129,10 +130,10 @@ def main(argv=None) -> dict:
     ckpt_tools.load_weights(ckpt_pipe.transformer, files, 0.0)
     samples = {s.id: s for s in load_samples(args.train_dir)}
     candidates = enlarged_candidates(args, base_pipe, ckpt_pipe, samples, work, ckpt_tools.sample)
-    simulate_pairs(AnnotateConfig(candidates_dir=str(candidates), train_dir=args.train_dir,
-                                  out_dir=str(work / "pairs"), noise=0.10))
+    simulate_pairs(step_config(AnnotateConfig, args.profile, candidates_dir=str(candidates),
+                               train_dir=args.train_dir, out_dir=str(work / "pairs"), noise=0.10))
     show_source = trained_with_source(args.judge_dir)
-    cfg = JudgeConfig(profile=args.profile, init_dir=args.judge_dir, pairs_dir=str(work / "pairs"),
+    cfg = step_config(JudgeConfig, args.profile, init_dir=args.judge_dir, pairs_dir=str(work / "pairs"),
                       train_dir=args.train_dir, out_dir=str(work / "judge"), steps=args.steps,
                       show_source=show_source, threads=args.threads)
     train_judge(cfg)

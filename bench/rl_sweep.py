@@ -50,14 +50,21 @@ def task_truth(heldout: dict[str, float]) -> dict[str, float]:
     return {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
 
 
-def run_variant(name: str, overrides: dict, args) -> dict:
-    from steps.rl import RewardHackingError, RLConfig, train
+def variant_config(name: str, overrides: dict, args):
+    """One variant's RLConfig: the profile's (as the CLI and the policy asset resolve it), the sweep's values,
+    then --set and the variant's overrides."""
+    from bench.benchlib import step_config
+    from steps.rl import RLConfig
 
     values = dict(guard_every=args.guard_every, guard_margin=1.0, steps=args.steps, sample_every=0,
                   checkpoint_every=0, resume=False, out_dir=str(Path(args.work) / name), threads=args.threads)
-    values.update(parse_pairs(args.set))
-    values.update(overrides)
-    cfg = RLConfig.for_profile("tiny", **values)
+    return step_config(RLConfig, args.profile, {**parse_pairs(args.set), **overrides}, **values)
+
+
+def run_variant(name: str, overrides: dict, args) -> dict:
+    from steps.rl import RewardHackingError, train
+
+    cfg = variant_config(name, overrides, args)
     t0 = time.perf_counter()
     curves: list[dict] = []
     try:
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--profile", default="tiny", help="the profile whose rl section (configs/<profile>.yaml) "
+                                                      "every variant starts from")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--guard-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)

@@ -118,6 +118,7 @@ def candidates(args) -> dict:
     import steps.io
     import steps.models.denoise as dn
     import steps.models.policy as policy
+    from benchlib import step_config
     from steps.candidates import CandidatesConfig, generate_candidates
 
     phases = Phases()
@@ -139,8 +140,8 @@ def candidates(args) -> dict:
     try:
         base = dict(base_dir=args.base_dir, train_dir=args.train_dir, threads=args.threads)
         for r in range(args.reps):
-            cfg = CandidatesConfig(
-                **base, out_dir=str(work / f"default{r}"), n_conditions=args.conditions, seed=r
+            cfg = step_config(
+                CandidatesConfig, "tiny", **base, out_dir=str(work / f"default{r}"), n_conditions=args.conditions, seed=r
             )
             phases.take()
             t = time.perf_counter()
@@ -153,8 +154,8 @@ def candidates(args) -> dict:
         fixed = dict(steps_range=(8, 8), guidance_range=(30.0, 30.0), strengths=(1.0,))
         for r in range(args.reps):
             for b in (1, 8, 64) if r % 2 == 0 else (64, 8, 1):
-                cfg = CandidatesConfig(
-                    **base, **fixed, out_dir=str(work / f"b{b}_{r}"), n_conditions=args.sweep_conditions,
+                cfg = step_config(
+                    CandidatesConfig, "tiny", **base, **fixed, out_dir=str(work / f"b{b}_{r}"), n_conditions=args.sweep_conditions,
                     batch_size=b, seed=r,
                 )  # fmt: skip
                 phases.take()

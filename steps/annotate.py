@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY
 
 
 @dataclass(frozen=True)
-class AnnotateConfig:
+class AnnotateConfig(Profiled):
+    SECTION = "annotate"  # of configs/<profile>.yaml
+
     candidates_dir: str = field(str(TINY.candidates), "candidate sets (candidates.jsonl + images/)")
     train_dir: str = field(str(TINY.train), "the conditions the candidates were sampled for")
     out_dir: str = field(str(TINY.preferences), "output: pairs.jsonl + linked images")
@@ -45,6 +47,10 @@ class AnnotateConfig:
     n_annotators: int = field(3, "simulated: number of annotators (each with its own seed)")
     tie_margin: float = field(0.03, "simulated: drop pairs whose world-score gap is below this")
     seed: int = field(0, "simulated: annotator seeds derive from this")
+
+    @classmethod
+    def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
+        return dict(candidates_dir=str(paths.candidates), train_dir=str(paths.train), out_dir=str(paths.preferences))
 
 
 def _link(src: Path, dst: Path) -> None:

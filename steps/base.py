@@ -1,6 +1,6 @@
 """Recipe: pretrain the tiny base fill model on the synthetic world (profiles ``smoke`` / ``tiny``).
 
-    python -m steps.base --config configs/base_tiny.yaml            # or --set profile=smoke ...
+    python -m steps.base --profile tiny                             # configs/tiny.yaml, section base
 
 In production the base is FLUX.1-Fill-dev; here nothing pretrained exists, so the pipeline makes its own:
 1. train the VAE (AutoencoderKL) to reconstruct the world's images, then set its latent scale/shift so the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY, ArtifactPaths
 
 
 @dataclass(frozen=True)
-class BaseConfig:
+class BaseConfig(Profiled):
+    SECTION = "base"  # of configs/<profile>.yaml
+
     profile: str = field("tiny", "model sizes: smoke | tiny (the flux profile uses FLUX.1-Fill-dev instead)")
     train_dir: str = field(str(TINY.train), "training split folder (manifest.jsonl)")
     eval_dir: str = field(str(TINY.benchmark), "held-out split used for the quality table and sample grids")
@@ -65,16 +66,8 @@ class BaseConfig:
                 raise ValueError(f"{name} must be >= 1")
 
     @classmethod
-    def for_profile(cls, profile: str, root: str | os.PathLike = ".", **overrides: Any) -> BaseConfig:
-        """Defaults per profile with paths under ``root``; ``overrides`` win."""
-        paths = ArtifactPaths(Path(root), profile)
-        values: dict[str, Any] = dict(profile=profile, train_dir=str(paths.train), eval_dir=str(paths.benchmark),
-                                      out_dir=str(paths.base_model))
-        if profile == "smoke":
-            values.update(vae_steps=40, steps=40, batch_size=16, vae_batch=16, eval_per_task=4, log_every=10,
-                          sample_steps=4)
-        values.update(overrides)
-        return cls(**values)
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(train_dir=str(paths.train), eval_dir=str(paths.benchmark), out_dir=str(paths.base_model))
 
 
 def train_vae(pipe, images, cfg: BaseConfig, log, start: int = 0, curve: list[float] | None = None,
@@ -287,7 +280,7 @@ def _training_samples(cfg: BaseConfig, spec) -> list:
     samples = load_samples(cfg.train_dir)
     if samples[0].image.shape[0] != spec.image_size:
         raise ValueError(f"{cfg.train_dir}: images are {samples[0].image.shape[0]} px but the {cfg.profile} "
-                         f"policy expects {spec.image_size} px (params.yaml datasets.{cfg.profile}.size)")
+                         f"policy expects {spec.image_size} px (configs/{cfg.profile}.yaml datasets.size)")
     return samples
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli, resolve
 from steps.manifest import TASKS, Condition
 from steps.paths import TINY, ArtifactPaths
 
@@ -52,7 +52,9 @@ DIM_SHORT = {"text_alignment": "text", "consistency": "consistency", "structure"
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
+class BenchmarkConfig(Profiled):
+    SECTION = "benchmark"  # of configs/<profile>.yaml
+
     profile: str = field("tiny", "profile (names the default paths)")
     benchmark: str = field(str(TINY.benchmark), "benchmark split folder (manifest.jsonl) or a manifest path")
     competitors_dir: str = field(str(TINY.competitors("benchmark")), "folders <system>/<benchmark id>.png")
@@ -75,14 +77,16 @@ class BenchmarkConfig:
             raise ValueError(f"ours ({self.ours!r}) cannot also be a competitor in systems")
 
     @classmethod
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        """``split``: which benchmark split (benchmark | photos | user)."""
+        split = context.get("split", "benchmark")
+        return dict(benchmark=str(paths.split(split)), competitors_dir=str(paths.competitors(split)),
+                    judge_dir=str(paths.judge), out_dir=str(paths.benchmark_report(split)))
+
+    @classmethod
     def for_profile(cls, profile: str, root: str | os.PathLike = ".", split: str = "benchmark",
                     **overrides: Any) -> BenchmarkConfig:
-        paths = ArtifactPaths(Path(root), profile)
-        values: dict[str, Any] = dict(
-            profile=profile, benchmark=str(paths.split(split)), competitors_dir=str(paths.competitors(split)),
-            judge_dir=str(paths.judge), out_dir=str(paths.benchmark_report(split)))
-        values.update(overrides)
-        return cls(**values)
+        return resolve(cls, profile, root, overrides, split=split)
 
 
 # ---------------------------------------------------------------- data

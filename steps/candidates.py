@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY
 
 
 @dataclass(frozen=True)
-class CandidatesConfig:
+class CandidatesConfig(Profiled):
+    SECTION = "candidates"  # of configs/<profile>.yaml
+
     base_dir: str = field(str(TINY.base_model), "the base fill pipeline (diffusers layout)")
     train_dir: str = field(str(TINY.train), "training conditions (manifest.jsonl)")
     out_dir: str = field(str(TINY.candidates), "output folder (candidates.jsonl + images/)")
@@ -49,6 +51,10 @@ class CandidatesConfig:
             raise ValueError("n_conditions and batch_size must be >= 1")
         if not all(0 < s <= 1 for s in self.strengths):
             raise ValueError(f"strengths must be in (0, 1], got {self.strengths}")
+
+    @classmethod
+    def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
+        return dict(base_dir=str(paths.base_model), train_dir=str(paths.train), out_dir=str(paths.candidates))
 
 
 def draw_sampling(rng: np.random.Generator, cfg: CandidatesConfig) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli, resolve
 from steps.manifest import TASKS, Condition, ManifestError, Problem
 from steps.paths import TINY, ArtifactPaths
 
@@ -48,7 +48,9 @@ CLASSICAL_TASKS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class CompetitorsConfig:
+class CompetitorsConfig(Profiled):
+    SECTION = "competitors"  # of configs/<profile>.yaml
+
     benchmark: str = field(str(TINY.benchmark), "benchmark split folder (manifest.jsonl) or a manifest path")
     out_dir: str = field(str(TINY.competitors("benchmark")), "where competitors/<system>/<id>.png go")
     classical: tuple[str, ...] = field(("telea", "navier_stokes", "biharmonic", "patchmatch", "reflect"),
@@ -71,14 +73,15 @@ class CompetitorsConfig:
             raise ValueError("num_steps and batch_size must be >= 1")
 
     @classmethod
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        """``split``: which benchmark split (benchmark | photos | user)."""
+        split = context.get("split", "benchmark")
+        return dict(benchmark=str(paths.split(split)), out_dir=str(paths.competitors(split)))
+
+    @classmethod
     def for_profile(cls, profile: str, root: str | os.PathLike = ".", split: str = "benchmark",
                     **overrides: Any) -> CompetitorsConfig:
-        paths = ArtifactPaths(Path(root), profile)
-        values: dict[str, Any] = dict(benchmark=str(paths.split(split)), out_dir=str(paths.competitors(split)))
-        if profile == "smoke":
-            values.update(num_steps=4)
-        values.update(overrides)
-        return cls(**values)
+        return resolve(cls, profile, root, overrides, split=split)
 
 
 def check_system_name(name: str) -> str:

@@ -3,8 +3,8 @@
 DVC runs these (dvc.yaml, one stage per profile); Dagster asks DVC to reproduce them and reads the data
 version (the DVC hash) back. Run by hand:
 
-    python -m steps.datasets world  --config params.yaml --key datasets.tiny --out data/tiny
-    python -m steps.datasets photos --config params.yaml --key datasets.tiny --out data/tiny
+    python -m steps.datasets world  --profile tiny --out data/tiny     # configs/tiny.yaml, section datasets
+    python -m steps.datasets photos --profile tiny --out data/tiny
 
 Each split is a folder with ``manifest.jsonl`` and PNGs (docs/DESIGN.md §6), written to a temporary folder,
 validated with the one manifest reader and only then renamed into place.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.io import atomic_dir, write_png
 from steps.manifest import read_manifest, write_manifest
 
@@ -31,7 +31,9 @@ VALIDATION_INDEX_OFFSET = 3_000_000
 
 
 @dataclass(frozen=True)
-class DatasetConfig:
+class DatasetConfig(Profiled):
+    SECTION = "datasets"  # of configs/<profile>.yaml
+
     size: int = field(64, "image side in pixels (multiple of 8)")
     seed: int = field(0, "world seed: same seed and sizes give byte-identical datasets")
     n_train: int = field(2000, "training conditions (tasks drawn with task_probs)")
@@ -62,6 +64,10 @@ class DatasetConfig:
     @property
     def task_probs(self) -> tuple[tuple[str, float], ...]:
         return (("fill", self.fill_prob), ("extend", self.extend_prob), ("removal", self.removal_prob))
+
+    @classmethod
+    def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
+        return {}
 
 
 def _write_sample(root: Path, sample) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 pipeline then fine-tunes, as the paper fine-tunes FLUX.1-Fill-dev and Qwen2.5-VL-7B that others pretrained.
 
     make foundations                                              # tiny, both models, hours of CPU
-    python -m steps.foundations --set profile=tiny --set part=base --set threads=1    # one model per core
-    python -m steps.foundations --set profile=tiny --set part=judge --set threads=1
-    python -m steps.foundations --set profile=tiny --set part=judge2 --set threads=1  # after judge
-    python -m steps.foundations --set profile=smoke --set out_dir=/tmp/f               # seconds (tests)
+    python -m steps.foundations --profile tiny --set part=base --set threads=1    # one model per core
+    python -m steps.foundations --profile tiny --set part=judge --set threads=1
+    python -m steps.foundations --profile tiny --set part=judge2 --set threads=1  # after judge
+    python -m steps.foundations --profile smoke --set out_dir=/tmp/f               # seconds (tests)
 
 Both parts train on a pool of world conditions at indices no train, validation or benchmark sample has
 (steps.training.FOUNDATION_INDEX_OFFSET), checkpoint every ``checkpoint_every`` steps under
@@ -18,7 +18,7 @@ The `tiny` profile's pipeline loads ``foundations/tiny/{base,judge}`` and checks
 - base: steps.base.pretrain (VAE, then rectified flow matching on all three tasks) on the world pool;
 - judge: steps.judge_pretrain.pretrain_judge -- the judge's own comparison question on pairs whose answer the
   world's scores give, adversarial perturbations and hard negatives (see that module);
-- judge2: the judge's second stage, started from the first (``JUDGE_STAGE2``): it is shown the masked source as
+- judge2: the judge's second stage, started from the first (configs/<profile>.yaml ``foundation_judge2``): it is shown the masked source as
   a third image (where the edit is, what must be kept) and whole images flattened the way RL flattened them;
   it replaces ``<out_dir>/judge`` and its provenance keeps the first stage under ``earlier_stages``.
 """
@@ -35,17 +35,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.config import field, parse_cli
+from steps.config import Layer, Profiled, field, parse_cli, resolve
 from steps.paths import TINY, ArtifactPaths
 
 PARTS = ("base", "judge", "judge2")
 POOL_FILE = "candidate_pool.npz"  # base-model candidates of pool conditions (part=pool), for the judge's stage 2
 PROVENANCE = "provenance.json"
-REBUILD = "make foundations  (or: python -m steps.foundations --set profile={profile} --set part={part})"
+REBUILD = "make foundations  (or: python -m steps.foundations --profile {profile} --set part={part})"
 
 
 @dataclass(frozen=True)
-class FoundationsConfig:
+class FoundationsConfig(Profiled):
+    SECTION = "foundations"  # of configs/<profile>.yaml
+
     profile: str = field("tiny", "smoke | tiny (flux starts from FLUX.1-Fill-dev and Qwen2.5-VL instead)")
     part: str = field("all", "base | judge | judge2 (the judge's second stage, after judge) | all | pool "
                              "(base-model candidates of pool conditions, after base)")
@@ -66,32 +68,26 @@ class FoundationsConfig:
     def parts(self) -> tuple[str, ...]:
         return PARTS if self.part == "all" else (self.part,)
 
+    @classmethod
+    def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
+        return dict(out_dir=str(paths.foundations))
 
-# The foundation budget per profile: `tiny` is sized for hours of one CPU core per part (BENCHMARKS.md).
-BASE_FOUNDATION = {
-    "smoke": dict(world_pool=160, vae_steps=30, steps=30, checkpoint_every=10),
-    "tiny": dict(world_pool=12000, vae_steps=6000, steps=12000, eval_per_task=24),
-}
+
+# The foundation budget per profile lives in configs/<profile>.yaml: `foundation_base` over `base`, and
+# `foundation_judge` (both stages) then `foundation_judge2` (the second stage) over `judge_pretrain`. `tiny` is
+# sized for hours of one CPU core per part (BENCHMARKS.md).
+BASE_SECTIONS = ("base", "foundation_base")
+JUDGE_SECTIONS = ("judge_pretrain", "foundation_judge")
+JUDGE2_SECTIONS = (*JUDGE_SECTIONS, "foundation_judge2")
 
 
 def base_config(cfg: FoundationsConfig):
     from steps.base import BaseConfig
 
-    values = dict(BASE_FOUNDATION[cfg.profile], checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
-                  threads=cfg.threads, out_dir=str(Path(cfg.out_dir) / "base"),
-                  checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "base"))
-    if cfg.profile == "smoke":
-        values["checkpoint_every"] = BASE_FOUNDATION["smoke"]["checkpoint_every"]
-    values.update(cfg.base_overrides)
-    return BaseConfig.for_profile(cfg.profile, **values)
-
-
-# The judge's second stage (part=judge2), from the first: shown the masked source, globally flattened losers
-# (docs/ABLATIONS.md section 0: with it the tiny gate passes 9/9; without the source removal stays below Table 1).
-JUDGE_STAGE2 = {
-    "smoke": dict(steps=20, show_source=True, flatten_share=0.1, anchor_fraction=0.1),
-    "tiny": dict(steps=3000, show_source=True, flatten_share=0.1, lr=3e-4, anchor_fraction=0.1, eval_every=500),
-}
+    values = dict(checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, threads=cfg.threads,
+                  out_dir=str(Path(cfg.out_dir) / "base"), checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "base"))
+    return resolve(BaseConfig, cfg.profile, layers=[Layer("the foundation job", values)],
+                   overrides=cfg.base_overrides, sections=BASE_SECTIONS, source="base_overrides")
 
 
 def judge_config(cfg: FoundationsConfig, stage: int = 1):
@@ -101,14 +97,15 @@ def judge_config(cfg: FoundationsConfig, stage: int = 1):
 
     values = dict(checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, threads=cfg.threads,
                   out_dir=str(Path(cfg.out_dir) / "judge"),
-                  checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "judge"), world_pool=True)
+                  checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "judge"))
     if stage == 2:
-        values.update(JUDGE_STAGE2[cfg.profile], init_dir=str(Path(cfg.out_dir) / "judge"))
-        values["checkpoint_dir"] = str(Path(cfg.out_dir) / "checkpoints" / "judge2")
+        values.update(init_dir=str(Path(cfg.out_dir) / "judge"),
+                      checkpoint_dir=str(Path(cfg.out_dir) / "checkpoints" / "judge2"))
     elif cfg.judge_overrides.get("init_dir"):
         values["checkpoint_dir"] += "_stage2"
-    values.update(cfg.judge_overrides)
-    return JudgePretrainConfig.for_profile(cfg.profile, **values)
+    return resolve(JudgePretrainConfig, cfg.profile, layers=[Layer("the foundation job", values)],
+                   overrides=cfg.judge_overrides, sections=JUDGE2_SECTIONS if stage == 2 else JUDGE_SECTIONS,
+                   source="judge_overrides")
 
 
 def file_hashes(folder: str | os.PathLike) -> dict[str, str]:

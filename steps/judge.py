@@ -1,8 +1,7 @@
 """Recipe: train the judge on preference pairs (paper Eq. 3), with an easy-pairs-first curriculum.
 
-    python -m steps.judge --set profile=tiny --set init_dir=outputs/tiny/judge_pretrained \\
-        --set pairs_dir=data/tiny/preferences --set train_dir=data/tiny/train --set out_dir=outputs/tiny/judge
-    accelerate launch -m steps.judge --config configs/judge_flux.yaml        # flux: LoRA on Qwen2.5-VL-7B
+    python -m steps.judge --profile tiny            # configs/tiny.yaml section judge; paths from steps/paths.py
+    accelerate launch -m steps.judge --profile flux --set init_dir=/models/Qwen2.5-VL-7B-Instruct   # LoRA
 
 Every pair (winner w, loser l, task, dimension, prompt) is used in both orders:
 loss = CE(Yes | w, l, q) + CE(No | l, w, q), averaged, with q = judge_query(task, dimension, prompt).
@@ -23,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY, ArtifactPaths
 from steps.vocabulary import masked_source
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
+class JudgeConfig(Profiled):
+    SECTION = "judge"  # of configs/<profile>.yaml
+
     profile: str = field("tiny", "judge size: smoke | tiny (built from config) | flux (Qwen2.5-VL from init_dir)")
     init_dir: str = field("", "judge to start from (judge_pretrain output, or Qwen2.5-VL dir); empty = fresh")
     pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images")
@@ -74,20 +75,9 @@ class JudgeConfig:
             raise ValueError("flux needs init_dir: a local Qwen2.5-VL-7B-Instruct directory")
 
     @classmethod
-    def for_profile(cls, profile: str, root=".", **overrides: Any) -> JudgeConfig:
-        paths = ArtifactPaths(Path(root), profile)
-        values: dict[str, Any] = dict(profile=profile, pairs_dir=str(paths.preferences), train_dir=str(paths.train),
-                                      init_dir=str(paths.judge_pretrained), out_dir=str(paths.judge))
-        if profile == "smoke":
-            values.update(steps=60, batch_size=8, log_every=10)
-        if profile == "tiny":  # fine-tuning a foundation (docs/ABLATIONS.md section 0: 600 steps at 2e-4) that
-            # was trained with the masked source as a third image
-            values.update(steps=600, lr=2e-4, easy_fraction=0.2, show_source=True)
-        if profile == "flux":
-            values.update(init_dir="", lora_rank=16, gradient_checkpointing=True, mixed_precision="bf16",
-                          batch_size=4, steps=2000, lr=1e-4)
-        values.update(overrides)
-        return cls(**values)
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(pairs_dir=str(paths.preferences), train_dir=str(paths.train), init_dir=str(paths.judge_pretrained),
+                    out_dir=str(paths.judge))
 
 
 # ---- corruptions for easy pairs (ground truth vs a clearly worse image) ------------------------------

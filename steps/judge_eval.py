@@ -157,12 +157,14 @@ def agreement_chart(table: dict[str, dict[str, Any]], path: Path, title: str) ->
 
 from dataclasses import asdict, dataclass  # noqa: E402
 
-from steps.config import field, parse_cli  # noqa: E402
+from steps.config import Profiled, field, parse_cli  # noqa: E402
 from steps.paths import TINY  # noqa: E402
 
 
 @dataclass(frozen=True)
-class AgreementConfig:
+class AgreementConfig(Profiled):
+    SECTION = "agreement"  # of configs/<profile>.yaml
+
     judge_dir: str = field(str(TINY.judge), "the trained judge")
     pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images (the held-out split is taken from it)")
     train_dir: str = field(str(TINY.train), "conditions the pairs refer to")
@@ -179,6 +181,11 @@ class AgreementConfig:
 
     def thresholds(self) -> dict[str, float]:
         return {c: max(self.threshold_floor, t * self.threshold_scale) for c, t in PAPER_THRESHOLDS.items()}
+
+    @classmethod
+    def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
+        return dict(judge_dir=str(paths.judge), pairs_dir=str(paths.preferences), train_dir=str(paths.train),
+                    out_dir=str(paths.judge_agreement))
 
 
 def run_agreement(cfg: AgreementConfig) -> dict[str, Any]:

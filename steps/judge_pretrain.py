@@ -1,7 +1,7 @@
 """Recipe: the judge's foundation -- it learns to compare images the way the world's scores do, robustly
 (profiles smoke / tiny; flux starts from Qwen2.5-VL instead).
 
-    python -m steps.foundations --set profile=tiny --set part=judge          # the foundation job runs this
+    python -m steps.foundations --profile tiny --set part=judge          # the foundation job runs this
     python -m steps.judge_pretrain --set profile=smoke --set out_dir=/tmp/j  # alone
 
 In production the judge starts from Qwen2.5-VL, pretrained by others on vast data. The tiny judge has no such
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY, ArtifactPaths
 
 JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
@@ -49,7 +49,9 @@ VARIANTS = ("target", "source", "nothing", "corrupt", "blend", "noise", "blur", 
 
 
 @dataclass(frozen=True)
-class JudgePretrainConfig:
+class JudgePretrainConfig(Profiled):
+    SECTION = "judge_pretrain"  # of configs/<profile>.yaml
+
     profile: str = field("tiny", "judge size: smoke | tiny")
     train_dir: str = field(str(TINY.train), "world split the pairs are drawn from (when world_pool is off)")
     world_pool: bool = field(False, "draw conditions from the foundation pool (steps.training.world_pool) "
@@ -95,16 +97,8 @@ class JudgePretrainConfig:
             raise ValueError("label_temperature must be > 0, adv_rms and adv_steps >= 0")
 
     @classmethod
-    def for_profile(cls, profile: str, root=".", **overrides: Any) -> JudgePretrainConfig:
-        paths = ArtifactPaths(Path(root), profile)
-        values: dict[str, Any] = dict(profile=profile, train_dir=str(paths.train), out_dir=str(paths.judge_pretrained))
-        if profile == "smoke":
-            values.update(steps=40, batch_size=8, pool_size=96, eval_conditions=24, eval_every=0, log_every=10,
-                          warmup=10, checkpoint_every=10)
-        if profile == "tiny":
-            values.update(steps=4000)
-        values.update(overrides)
-        return cls(**values)
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(train_dir=str(paths.train), out_dir=str(paths.judge_pretrained))
 
 
 # ---------------------------------------------------------------- images of one condition

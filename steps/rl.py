@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.config import field, parse_cli
+from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY, ArtifactPaths, PolicyLayout
 
 if TYPE_CHECKING:
@@ -72,7 +72,9 @@ class RewardHackingError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(Profiled):
+    SECTION = "rl"  # of configs/<profile>.yaml
+
     profile: str = field("tiny", "smoke | tiny (models built from config) | flux (FLUX.1-Fill, Qwen2.5-VL)")
     base_dir: str = field(str(TINY.base_model), "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
     judge_dir: str = field(str(TINY.judge), "trained judge directory (Judge.save layout)")
@@ -179,26 +181,9 @@ class RLConfig:
         return {**asdict(self), "t1": t1, "t2": t2}
 
     @classmethod
-    def for_profile(cls, profile: str, root: str | os.PathLike = ".", **overrides: Any) -> RLConfig:
-        """Defaults per profile with paths under ``root``; ``overrides`` win."""
-        paths = ArtifactPaths(Path(root), profile)
-        values: dict[str, Any] = dict(
-            profile=profile, base_dir=str(paths.base_model), judge_dir=str(paths.judge),
-            train_dir=str(paths.train), eval_dir=str(paths.validation), out_dir=str(paths.policy_root))
-        if profile == "smoke":
-            values.update(batch_size=4, steps=6, lr=1e-3, warmup=0, denoise_steps=4, ema_tau=0.9,
-                          sample_every=3, checkpoint_every=3, guard_every=3, guard_per_task=2)
-        elif profile == "tiny":  # validation every 25 steps on 16 conditions per task: the release is chosen there;
-            # lr 3e-5: with a perfect reward 1e-4 rose for 150 steps, then fell back (3e-4, 1e-3 collapsed) while
-            # 3e-5 rose steadily (docs/ABLATIONS.md section 1); the tiny judge is shown the masked source
-            values.update(guard_every=25, guard_per_task=16, lr=3e-5, judge_sees_source=True)
-        elif profile == "flux":
-            values.update(base_dir="", batch_size=1, steps=2000, lr=5e-5, warmup=50, denoise_steps=28,
-                          ema_tau=0.999, lora_rank=64, mixed_precision="bf16", dtype="bfloat16",
-                          gradient_checkpointing=True, guard_signal="kept_region", guard_per_task=4,
-                          sample_every=100, checkpoint_every=100, guard_every=100, cache_conditions=False)
-        values.update(overrides)
-        return cls(**values)
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(base_dir=str(paths.base_model), judge_dir=str(paths.judge), train_dir=str(paths.train),
+                    eval_dir=str(paths.validation), out_dir=str(paths.policy_root))
 
 
 class OneRewardRecipe:

@@ -22,11 +22,14 @@ TEST_PARAMS = {"size": 32, "seed": 0, "n_train": 24, "n_benchmark_per_task": 3, 
 
 
 def make_dvc_project(root: Path, params: dict | None = None) -> Path:
-    """A git + DVC repo with this project's dvc.yaml and a small params.yaml; steps/ linked in."""
+    """A git + DVC repo with this project's dvc.yaml and small profile files (configs/<profile>.yaml, the
+    datasets section DVC reads); steps/ linked in."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     p = params or TEST_PARAMS
-    (root / "params.yaml").write_text(yaml.safe_dump({"datasets": {"smoke": p, "tiny": p, "flux": p}}))
+    (root / "configs").mkdir()
+    for profile in ("smoke", "tiny", "flux"):
+        (root / "configs" / f"{profile}.yaml").write_text(yaml.safe_dump({"datasets": p}))
     (root / "steps").symlink_to(REPO / "steps")
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"],

@@ -19,7 +19,7 @@ DATA_GROUP = "datasets"
 
 def _record(context, project: ProjectResource, mlflow: MlflowResource, stage: str, rebuilt: bool,
             hashes: dict[str, str], key: dg.AssetKey) -> dg.MaterializeResult:
-    from steps.config import load_yaml_section
+    from steps.config import dvc_params
     from steps.datasets import preview, split_stats
 
     split = SPLIT_DIRS[key]
@@ -28,7 +28,7 @@ def _record(context, project: ProjectResource, mlflow: MlflowResource, stage: st
     stats = split_stats(split_dir)
     grid = preview(split_dir, project.paths.dataset_preview(split))
     tracker, run_id = mlflow.start_run(context, project.profile, f"dataset/{split}", {rel: hashes[rel]})
-    tracker.log_params(run_id, load_yaml_section(project.root_path / "params.yaml", f"datasets.{project.profile}"))
+    tracker.log_params(run_id, dvc_params(project.root_path, project.profile))
     tracker.log_metrics(run_id, {k: v for k, v in stats.items()})
     tracker.log_artifact(run_id, grid, "preview")
     tracker.end_run(run_id)

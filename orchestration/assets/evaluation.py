@@ -3,6 +3,7 @@
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -42,6 +43,23 @@ def ours(project: ProjectResource) -> str:
     return "dynamic" if "dynamic" in dirs else "static"
 
 
+def competitors_config(project: ProjectResource, split: str, **run: Any):
+    """One split's competitors config: the profile's (configs/<profile>.yaml), then what the run found (models,
+    user folders) and every core for threads."""
+    from steps.competitors import CompetitorsConfig
+
+    return CompetitorsConfig.for_profile(project.profile, project.root_path, split,
+                                         **{"threads": project.solo_threads, **run})
+
+
+def benchmark_config(project: ProjectResource, split: str, **run: Any):
+    """One split's benchmark config: the profile's, then what the run knows (which system is ours)."""
+    from steps.benchmark import BenchmarkConfig
+
+    return BenchmarkConfig.for_profile(project.profile, project.root_path, split,
+                                       **{"threads": project.solo_threads, **run})
+
+
 @dg.asset(key=COMPETITORS, group_name=EVAL_GROUP, deps=[POLICY, BASE_MODEL, BENCHMARK, PHOTOS, USER])
 def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResource,
                        mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -49,11 +67,10 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
     champion, classical inpainting (Telea, Navier-Stokes, biharmonic, PatchMatch, reflect) and user folders
     (ONEREWARD_COMPETITORS, validated: missing ids and sizes are reported); on the user split, its own
     competitors/<system>/. Model outputs are raw (kept region not pasted back) and resized back to each photo."""
-    from steps.competitors import CompetitorsConfig, build_competitors
+    from steps.competitors import build_competitors
     from steps.registry import download_pipeline
     from steps.user_benchmark import USER_SPLIT, competitor_folders
 
-    root = project.root_path
     models = {"base": str(project.paths.base_model)}
     models.update({k: str(v) for k, v in policy_dirs(project).items()})
     champion = download_pipeline(mlflow.tracker().tracking_uri, "models:/onereward-fill@champion",
@@ -64,9 +81,7 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
     metadata = {}
     for split in splits(project):
         folders = {"benchmark": users, USER_SPLIT: tuple(map(str, competitor_folders(project.paths.split(split))))}
-        cfg = CompetitorsConfig.for_profile(project.profile, root, split, models=models,
-                                            user_folders=folders.get(split, ()),
-                                            threads=project.solo_threads)
+        cfg = competitors_config(project, split, models=models, user_folders=folders.get(split, ()))
         result = build_competitors(cfg)
         metadata[f"{split}_systems"] = dg.MetadataValue.json(sorted(result["systems"]))
         metadata[f"{split}_dir"] = dg.MetadataValue.path(cfg.out_dir)
@@ -78,15 +93,13 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
                      mlflow: MlflowResource) -> dg.MaterializeResult:
     """Good/same/bad of our model against every system, per task x dimension, by the judge (both orders) and
     by the SIMULATED annotators where ground truth exists; PSNR/SSIM; charts and sample grids per split."""
-    from steps.benchmark import BenchmarkConfig, log_to_mlflow, run_benchmark
+    from steps.benchmark import log_to_mlflow, run_benchmark
     from steps.models.judge import Judge
 
-    root = project.root_path
     judge = Judge.load(project.paths.judge).eval()
     metadata: dict = {"ours": ours(project)}
     for split in splits(project):
-        cfg = BenchmarkConfig.for_profile(project.profile, root, split, ours=ours(project),
-                                          threads=project.solo_threads)
+        cfg = benchmark_config(project, split, ours=ours(project))
         result = run_benchmark(cfg, judge=judge)
         tracker, run_id = mlflow.start_run(context, project.profile, f"benchmark/{split}")
         log_to_mlflow(tracker, run_id, result)

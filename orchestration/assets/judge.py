@@ -32,6 +32,35 @@ JudgeRunConfig = config_from_dataclass(JudgeConfig, "JudgeRunConfig", exclude=_P
 AgreementRunConfig = config_from_dataclass(AgreementConfig, "AgreementRunConfig", exclude=_PATHS)
 
 
+# Each asset's step config: the profile's (configs/<profile>.yaml via <Config>.for_profile), the run config's
+# fields over it, plus what only the run knows (threads, environment). tests/orchestration checks these give what
+# the CLI gives for the same profile and overrides.
+def judge_pretrain_config(project: ProjectResource, config=None) -> JudgePretrainConfig:
+    return JudgePretrainConfig.for_profile(project.profile, project.root_path, **overrides(config))
+
+
+def candidates_config(project: ProjectResource, config=None) -> CandidatesConfig:
+    return CandidatesConfig.for_profile(project.profile, project.root_path,
+                                        **{"threads": project.solo_threads, **overrides(config)})
+
+
+def pairs_config(project: ProjectResource, config=None) -> AnnotateConfig:
+    env = dict(human_dir=os.environ.get(HUMAN_PAIRS_ENV, ""), label_studio=os.environ.get(LABEL_STUDIO_ENV, ""))
+    return AnnotateConfig.for_profile(project.profile, project.root_path, **{**env, **overrides(config)})
+
+
+def judge_config(project: ProjectResource, config=None) -> JudgeConfig:
+    run = dict(threads=project.solo_threads)  # init_dir: the profile's (project.paths.judge_pretrained)
+    if project.profile == "flux":
+        run["init_dir"] = os.environ.get("ONEREWARD_JUDGE_PATH", "")
+    return JudgeConfig.for_profile(project.profile, project.root_path, **{**run, **overrides(config)})
+
+
+def agreement_config(project: ProjectResource, config=None) -> AgreementConfig:
+    return AgreementConfig.for_profile(project.profile, project.root_path,
+                                       **{"threads": project.solo_threads, **overrides(config)})
+
+
 def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: str, params: dict, fn, **tags):
     """Run ``fn(log)`` inside an MLflow run tagged per docs/DESIGN.md §8; returns (result, run_id, tracker)."""
     tracker, run_id = mlflow.start_run(context, project.profile, name, tags)
@@ -60,7 +89,7 @@ def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig,
                                               "judge_path": os.environ.get("ONEREWARD_JUDGE_PATH", "")})
     if project.profile in FOUNDATION_PROFILES:
         return _installed_judge(context, project, mlflow)
-    cfg = JudgePretrainConfig.for_profile(project.profile, project.root_path, **overrides(config))
+    cfg = judge_pretrain_config(project, config)
     summary, run_id, tracker = _tracked(context, mlflow, project, "judge_pretrain", vars(cfg),
                                         lambda log: pretrain_judge(cfg, log))
     tracker.end_run(run_id)
@@ -86,10 +115,7 @@ def preference_candidates(context: dg.AssetExecutionContext, config: CandidatesR
     stored as images plus candidate-set records and versioned with DVC (`dvc add`)."""
     from steps.candidates import generate_candidates
 
-    paths = project.paths
-    cfg = CandidatesConfig(**{**dict(base_dir=str(paths.base_model), train_dir=str(paths.train),
-                                     threads=project.solo_threads, out_dir=str(paths.candidates)),
-                              **({"n_conditions": 96} if project.profile == "smoke" else {}), **overrides(config)})
+    cfg = candidates_config(project, config)
     result = generate_candidates(cfg)
     md5 = dvc.add(cfg.out_dir)
     return dg.MaterializeResult(data_version=dg.DataVersion(md5), metadata={
@@ -105,11 +131,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, 
     (validated first); versioned with DVC. The sensor retrains on change."""
     from steps.annotate import annotate
 
-    human = os.environ.get(HUMAN_PAIRS_ENV, "")
-    cfg = AnnotateConfig(**{**dict(candidates_dir=str(project.paths.candidates), train_dir=str(project.paths.train),
-                                   out_dir=str(project.paths.preferences), human_dir=human,
-                                   label_studio=os.environ.get(LABEL_STUDIO_ENV, "")),
-                            **overrides(config)})
+    cfg = pairs_config(project, config)
     if project.profile == "flux" and not (cfg.human_dir or cfg.label_studio):
         raise dg.Failure(f"flux needs human preference labels: set {HUMAN_PAIRS_ENV} to a folder with pairs.jsonl")
     result = annotate(cfg)
@@ -130,11 +152,7 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
     from steps.hashing import dir_digest
     from steps.judge import train_judge
 
-    root = project.root_path
-    base = dict(threads=project.solo_threads)  # init_dir: for_profile's (project.paths.judge_pretrained)
-    if project.profile == "flux":
-        base["init_dir"] = os.environ.get("ONEREWARD_JUDGE_PATH", "")
-    cfg = JudgeConfig.for_profile(project.profile, root, **{**base, **overrides(config)})
+    cfg = judge_config(project, config)
     summary, run_id, tracker = _tracked(context, mlflow, project, "judge", vars(cfg), lambda log: train_judge(cfg, log))
     tracker.end_run(run_id)
     digest = dir_digest(cfg.out_dir)
@@ -147,15 +165,6 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
         "n_train_pairs": summary["n_train_pairs"], "n_heldout_pairs": summary["n_heldout_pairs"],
         "final_loss": round(summary["final_loss"], 4), "seconds": round(summary["seconds"], 1),
         "query_template_version": summary["query_template_version"]})
-
-
-def agreement_config(project: ProjectResource, config=None) -> AgreementConfig:
-    paths = project.paths
-    base = dict(judge_dir=str(paths.judge), pairs_dir=str(paths.preferences), train_dir=str(paths.train),
-                out_dir=str(paths.judge_agreement), threads=project.solo_threads)
-    if project.profile == "smoke":  # a plumbing check: a few dozen held-out pairs cannot validate anything
-        base.update(threshold_scale=0.0, threshold_floor=0.55, insufficient="warn")
-    return AgreementConfig(**{**base, **(overrides(config) if config is not None else {})})
 
 
 @dg.asset(key=AGREEMENT, group_name=JUDGE_GROUP, deps=[JUDGE])

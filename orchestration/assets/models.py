@@ -17,6 +17,11 @@ MODELS_GROUP = "models"
 BaseModelConfig = config_from_dataclass(BaseConfig, "BaseModelConfig", exclude=("profile", "train_dir", "eval_dir", "out_dir"))
 
 
+def base_model_config(project: ProjectResource, config=None) -> BaseConfig:
+    """The base model's step config: the profile's, the run config's fields over it."""
+    return BaseConfig.for_profile(project.profile, project.root_path, **overrides(config))
+
+
 def image_md(path: str | Path, width: int = 480) -> str:
     """A PNG inline in markdown metadata. Markdown image syntax: Dagster's renderer drops raw HTML (an
     `<img>` tag showed an empty box), but lets `data:` image sources through. ``width`` is not expressible."""
@@ -56,7 +61,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
         return dg.MaterializeResult(data_version=dg.DataVersion(digest[:16]), metadata=metadata)
     if project.profile in FOUNDATION_PROFILES:
         return _installed_base(context, project, mlflow)
-    cfg = BaseConfig.for_profile(project.profile, project.root_path, **overrides(config))
+    cfg = base_model_config(project, config)
     tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
     tracker.log_params(run_id, {k: v for k, v in vars(cfg).items()})
     result = __import__("steps.base", fromlist=["pretrain"]).pretrain(cfg, log=lambda m, s: tracker.log_metrics(run_id, m, s))

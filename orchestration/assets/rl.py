@@ -27,6 +27,12 @@ class PolicyConfig(_RLFields):
     num_processes: int = 1  # accelerate processes (GPUs); 1 on CPU
 
 
+def rl_config(project: ProjectResource, config: PolicyConfig | None, variant: str) -> RLConfig:
+    """One variant's step config: the profile's (configs/<profile>.yaml), the run config's fields over it."""
+    fields = {k: v for k, v in overrides(config).items() if k not in ("variants", "num_processes")}
+    return RLConfig.for_profile(project.profile, project.root_path, reference=variant, **fields)
+
+
 def launch_command(num_processes: int) -> list[str]:
     """`accelerate launch` of the Pipes child; CPU-only machines get --cpu."""
     import torch
@@ -81,11 +87,10 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
     if config.variants not in ("static", "dynamic", "both"):
         raise dg.Failure(f"variants must be static, dynamic or both, got {config.variants!r}")
     variants = ["static", "dynamic"] if config.variants == "both" else [config.variants]
-    fields = {k: v for k, v in overrides(config).items() if k not in ("variants", "num_processes")}
     metadata: dict = {}
 
     def run_variant(variant: str) -> dict:
-        cfg = RLConfig.for_profile(project.profile, project.root_path, reference=variant, **fields)
+        cfg = rl_config(project, config, variant)
         layout = PolicyLayout(Path(cfg.out_dir), variant)
         out = str(layout.model)
         fresh = discard_stale_checkpoints(cfg)

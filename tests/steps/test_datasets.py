@@ -88,14 +88,23 @@ def test_photo_split(tmp_path):
 
 
 def test_config_validation_names_source_and_field():
-    with pytest.raises(ConfigError, match="params.yaml:datasets.tiny.*unknown field.*'sise'"):
-        from_dict(DatasetConfig, {"sise": 64}, "params.yaml:datasets.tiny")
+    with pytest.raises(ConfigError, match=r"my source \(sise\): unknown field 'sise'.*did you mean 'size'"):
+        from_dict(DatasetConfig, {"sise": 64}, "my source")
     with pytest.raises(ConfigError, match="multiple of 8"):
         from_dict(DatasetConfig, {"size": 30}, "x")
 
 
-def test_cli_builds_from_params_file(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("datasets:\n  t:\n    size: 32\n    n_train: 5\n    n_benchmark_per_task: 1\n")
-    datasets.main(["world", "--config", str(params), "--key", "datasets.t", "--out", str(tmp_path / "d")])
+def test_cli_builds_from_a_profile_file(tmp_path):
+    """What DVC's world stage runs: the datasets section of a profile file (dvc.yaml)."""
+    params = tmp_path / "mine.yaml"
+    params.write_text("datasets:\n  size: 32\n  n_train: 5\n  n_benchmark_per_task: 1\n")
+    datasets.main(["world", "--config", str(params), "--key", "datasets", "--out", str(tmp_path / "d")])
     assert len(read_manifest(tmp_path / "d" / "train" / "manifest.jsonl")) == 5
+
+
+def test_a_bad_key_in_the_file_names_file_line_and_field(tmp_path):
+    params = tmp_path / "mine.yaml"
+    params.write_text("datasets:\n  size: 32\n  n_trian: 5\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml:3 \(datasets.n_trian\): unknown field 'n_trian'"):
+        datasets.main(["world", "--config", str(params), "--key", "datasets", "--out", str(tmp_path / "d")])
+    assert not (tmp_path / "d").exists()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from steps import config as C
 from steps import foundations as F
 
 
@@ -129,7 +130,7 @@ def test_candidate_pool_feeds_a_second_judge_stage(tmp_path):
 
 
 def test_judge_second_stage_sees_the_source_and_a_rerun_keeps_both_stages(tmp_path):
-    """part=all trains the judge's first stage, then judge2 from it (JUDGE_STAGE2: shown the masked source):
+    """part=all trains the judge's first stage, then judge2 from it (configs/<profile>.yaml foundation_judge2: shown the masked source):
     the shipped judge says so in its training record, the provenance keeps stage 1 under earlier_stages and
     verifies, and running `all` again keeps what is there instead of overwriting stage 2 with stage 1."""
     from steps.models.judge import Judge
@@ -141,7 +142,8 @@ def test_judge_second_stage_sees_the_source_and_a_rerun_keeps_both_stages(tmp_pa
     record = json.loads((root / F.PROVENANCE).read_text())
     judge = record["judge"]
     assert judge["config"]["show_source"] and judge["config"]["init_dir"] == str(root / "judge")
-    assert judge["config"]["flatten_share"] == F.JUDGE_STAGE2["smoke"]["flatten_share"]
+    stage2 = C.profile_layer("smoke", "foundation_judge2").values  # configs/smoke.yaml
+    assert judge["config"]["flatten_share"] == stage2["flatten_share"] > 0
     assert [s["config"]["show_source"] for s in judge["earlier_stages"]] == [False]
     assert "training.json" in judge["sha256"]
     assert Judge.load(F.verify_foundation(root, "judge", "smoke")).shows_source

@@ -19,9 +19,9 @@ def test_repro_is_idempotent_and_seed_sensitive(dvc_project):
     assert stage_out_hashes(dvc_project, "world@smoke") == first
     assert manifest.stat().st_mtime_ns == mtime
 
-    params = yaml.safe_load((dvc_project / "params.yaml").read_text())
-    params["datasets"]["smoke"]["seed"] = 1
-    (dvc_project / "params.yaml").write_text(yaml.safe_dump(params))
+    params = yaml.safe_load((dvc_project / "configs" / "smoke.yaml").read_text())
+    params["datasets"]["seed"] = 1
+    (dvc_project / "configs" / "smoke.yaml").write_text(yaml.safe_dump(params))
     assert repro(dvc_project, "world@smoke") is True
     second = stage_out_hashes(dvc_project, "world@smoke")
     assert all(second[k] != first[k] for k in first)
