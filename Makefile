@@ -50,6 +50,7 @@ annotate: setup labelstudio  ## Label Studio on 127.0.0.1:$(LS_PORT) with a proj
 setup: $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME) mlflow
 	cp -n orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	python -m orchestration.instance  # the instance storage, created once; pool slots of killed runs freed
 
 run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='judge_agreement*' re-runs a part
 	@dagster asset materialize -m orchestration.definitions --select '$(SELECT)' || { rc=$$?; echo; \

@@ -8,6 +8,7 @@ whole one (docs/DESIGN.md §9).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -30,11 +31,47 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, final)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOENT):  # not supported here, or ``b`` vanished meanwhile
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Put the finished folder ``new`` (a sibling of ``final``) where ``final`` is.
+
+    An existing ``final`` is exchanged with ``new`` in one atomic rename where the OS allows it (Linux), so
+    a reader in another run finds the old folder or the new one at every instant, never none and never a
+    half-written one; elsewhere the old folder is renamed away just before the new one is renamed in (a
+    window of two renames). The old folder is removed afterwards. Concurrent writers of the same ``final``
+    are kept apart by the Dagster pools (docs/DESIGN.md §9); the old folder's name is unique anyway.
+    """
+    new, final = Path(new), Path(final)
+    if final.exists() and _exchange(new, final):
+        shutil.rmtree(new, ignore_errors=True)  # ``new`` now names the old folder
+        return
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -396,16 +396,13 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
         selected = None
     if cfg.lora_rank > 0:
         judge.model = judge.model.merge_and_unload()
-    judge.save(cfg.out_dir)
-    from steps.io import atomic_write_json
-    from steps.models.judge import TRAINING_RECORD
     from steps.preferences import QUERY_TEMPLATE_VERSION
 
     summary = {"out_dir": cfg.out_dir, "n_train_pairs": len(train_pairs), "n_heldout_pairs": len(data["heldout"]),
                "final_loss": float(np.mean(curve[-20:])), "seconds": time.perf_counter() - t0,
                "query_template_version": QUERY_TEMPLATE_VERSION, "config": asdict(cfg), "loss_curve": curve,
                "selected": selected}
-    atomic_write_json(Path(cfg.out_dir) / TRAINING_RECORD, summary)
+    judge.save(cfg.out_dir, record=summary)  # the record inside the one atomic write
     return summary
 
 

@@ -459,11 +459,8 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     metrics["pretrain/final_loss"] = float(np.mean(curve[-50:]))
     evals.append({"step": cfg.steps, **metrics})
     log(metrics, cfg.steps)
-    judge.save(cfg.out_dir)
-    if cfg.show_source:  # how the judge must be asked (steps.models.judge.training_record); fine-tuning keeps it
-        from steps.models.judge import TRAINING_RECORD
-
-        atomic_write_json(Path(cfg.out_dir) / TRAINING_RECORD, {"foundation": True, "config": {"show_source": True}})
+    # how the judge must be asked (steps.models.judge.training_record); fine-tuning keeps it
+    judge.save(cfg.out_dir, record={"foundation": True, "config": {"show_source": True}} if cfg.show_source else None)
     summary = {"out_dir": cfg.out_dir, "metrics": metrics, "evals": evals, "n_heldout_pairs": len(held[2]),
                "judge_params": judge.num_parameters(), "final_loss": metrics["pretrain/final_loss"],
                "seconds": time.perf_counter() - t0, "seconds_including_resumed": elapsed + time.perf_counter() - t0,

@@ -8,8 +8,10 @@ ids are passed explicitly (no reliance on an "active run").
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,22 @@ def git_commit(root: str | os.PathLike = REPO_ROOT) -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created), held for the block; a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """A thin, explicit-run-id layer over ``MlflowClient``."""
 
@@ -41,11 +59,21 @@ class Tracker:
 
         self.root = Path(root)
         self.tracking_uri = tracking_uri or default_tracking_uri(root)
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if not self.tracking_uri.startswith("sqlite:///"):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            return
+        db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(db.with_name(db.name + ".lock")):
+            # MLflow creates and migrates a new sqlite store on first use; two processes doing it at once fail
+            # (alembic: "Online migration expected to match one row"). One at a time: the second finds it done.
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self.client.search_experiments(max_results=1)
+            self.client.search_registered_models(max_results=1)
 
     def experiment_id(self, profile: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         name = f"onereward/{profile}"
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
@@ -53,7 +81,13 @@ class Tracker:
         location = None
         if self.tracking_uri.startswith("sqlite:"):
             location = mlflow_artifacts(self.root).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # a concurrent run created it a moment ago
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def start_run(self, profile: str, run_name: str, tags: dict[str, str] | None = None) -> str:
         base = {"profile": profile, "git_commit": git_commit(self.root)}

@@ -79,7 +79,7 @@ def photo_benchmark(context: dg.AssetExecutionContext, project: ProjectResource,
     return _record(context, project, mlflow, stage, rebuilt, dvc.out_hashes(stage), PHOTOS)
 
 
-@dg.asset(key=USER, group_name=DATA_GROUP)
+@dg.asset(key=USER, group_name=DATA_GROUP, pool="user_benchmark")
 def user_benchmark(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     """Your own benchmark (ONEREWARD_USER_BENCHMARK): photos of any size, masks and competitors/<system>/<id>.png,
     validated (every missing or mis-sized competitor output named) and copied to data/<profile>/user; the

@@ -60,7 +60,8 @@ def benchmark_config(project: ProjectResource, split: str, **run: Any):
                                        **{"threads": project.solo_threads, **run})
 
 
-@dg.asset(key=COMPETITORS, group_name=EVAL_GROUP, deps=[POLICY, BASE_MODEL, BENCHMARK, PHOTOS, USER])
+@dg.asset(key=COMPETITORS, group_name=EVAL_GROUP, deps=[POLICY, BASE_MODEL, BENCHMARK, PHOTOS, USER],
+          pool="competitor_outputs")
 def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResource,
                        mlflow: MlflowResource) -> dg.MaterializeResult:
     """Outputs of every system on every benchmark split: our RL variants, the base, the current registry
@@ -88,7 +89,7 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(key=REPORT, group_name=EVAL_GROUP, deps=[COMPETITORS, JUDGE])
+@dg.asset(key=REPORT, group_name=EVAL_GROUP, deps=[COMPETITORS, JUDGE], pool="benchmark_report")
 def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource,
                      mlflow: MlflowResource) -> dg.MaterializeResult:
     """Good/same/bad of our model against every system, per task x dimension, by the judge (both orders) and
@@ -111,7 +112,7 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(key=FILL_REGISTRATION, group_name=EVAL_GROUP, deps=[REPORT])
+@dg.asset(key=FILL_REGISTRATION, group_name=EVAL_GROUP, deps=[REPORT], pool="fill_model_registration")
 def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectResource,
                             mlflow: MlflowResource) -> dg.MaterializeResult:
     """`onereward-fill` in the MLflow registry: every new version is `challenger`; `champion` moves only
@@ -141,7 +142,7 @@ def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectR
         "load_with": f'mlflow.pyfunc.load_model("models:/onereward-fill@{"champion" if released["verdict"]["passed"] else "challenger"}")'})
 
 
-@dg.asset(key=JUDGE_REGISTRATION, group_name=EVAL_GROUP, deps=[AGREEMENT])
+@dg.asset(key=JUDGE_REGISTRATION, group_name=EVAL_GROUP, deps=[AGREEMENT], pool="judge_registration")
 def judge_registration(context: dg.AssetExecutionContext, project: ProjectResource,
                        mlflow: MlflowResource) -> dg.MaterializeResult:
     """`onereward-judge` in the MLflow registry (a pyfunc scoring (first, second, query) -> P(Yes));

@@ -73,7 +73,7 @@ def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: st
     return result, run_id, tracker
 
 
-@dg.asset(key=JUDGE_PRETRAIN, group_name=JUDGE_GROUP, deps=[TRAIN])
+@dg.asset(key=JUDGE_PRETRAIN, group_name=JUDGE_GROUP, deps=[TRAIN], pool="judge_pretrain")
 def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, project: ProjectResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
     """The judge's starting point, the analogue of a pretrained VLM: its own comparison question on pairs the
@@ -144,7 +144,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, 
         **{k: dg.MetadataValue.json(result[k]) for k in ("skipped", "annotators") if k in result}})
 
 
-@dg.asset(key=JUDGE, group_name=JUDGE_GROUP, deps=[JUDGE_PRETRAIN, PAIRS])
+@dg.asset(key=JUDGE, group_name=JUDGE_GROUP, deps=[JUDGE_PRETRAIN, PAIRS], pool="judge")
 def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: ProjectResource,
           mlflow: MlflowResource) -> dg.MaterializeResult:
     """The ONE judge (Qwen2.5-VL architecture) trained on the preference pairs with paper Eq. 3, both orders,
@@ -167,7 +167,7 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
         "query_template_version": summary["query_template_version"]})
 
 
-@dg.asset(key=AGREEMENT, group_name=JUDGE_GROUP, deps=[JUDGE])
+@dg.asset(key=AGREEMENT, group_name=JUDGE_GROUP, deps=[JUDGE], pool="judge_agreement")
 def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfig, project: ProjectResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
     """Human-agreement validation: held-out accuracy per task x dimension (both orders, 95% CI), against the

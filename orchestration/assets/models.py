@@ -36,7 +36,7 @@ def quality_md(result: dict) -> str:
     return "World scores on the held-out benchmark (synthetic ground truth):\n\n" + "\n".join(rows)
 
 
-@dg.asset(key=BASE_MODEL, group_name=MODELS_GROUP, deps=[TRAIN, BENCHMARK])
+@dg.asset(key=BASE_MODEL, group_name=MODELS_GROUP, deps=[TRAIN, BENCHMARK], pool="base_model")
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, project: ProjectResource,
                mlflow: MlflowResource) -> dg.MaterializeResult:
     """The base fill model (FluxFillPipeline) that RL starts from and that sampled the preference candidates.

@@ -76,12 +76,13 @@ def discard_stale_checkpoints(cfg: RLConfig) -> bool:
 
 
 @dg.asset(key=POLICY, group_name=RL_GROUP, deps=[BASE_MODEL, AGREEMENT, TRAIN, VALIDATION],
-          pool="gpu" if os.environ.get("ONEREWARD_PROFILE") == "flux" else None)
+          pool="policy")
 def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: ProjectResource,
            mlflow: MlflowResource, pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     """The RL-trained fill model(s): OneReward with the static reference (Algorithm 1, frozen base) and/or
     the dynamic one (Algorithm 2, EMA policy). Runs only after the judge's agreement gate passed; each
-    variant is `accelerate launch`ed as its own process through Dagster Pipes (the `gpu` pool on flux)."""
+    variant is `accelerate launch`ed as its own process through Dagster Pipes. Its pool `policy` (every profile)
+    keeps two runs out of the fixed checkpoints folder at once: the second waits, then resumes or starts afresh."""
     from steps.hashing import dir_digest
 
     if config.variants not in ("static", "dynamic", "both"):
@@ -126,7 +127,7 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
             found[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))
         return found
 
-    # CPU profiles: the variants run side by side (one core each); on GPUs one after the other (one pool).
+    # CPU profiles: the variants run side by side (one core each); on GPUs one after the other.
     parallel = len(variants) if project.profile != "flux" else 1
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         for found in pool.map(run_variant, variants):

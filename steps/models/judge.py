@@ -386,14 +386,17 @@ class Judge(BothOrders):
             spec = JudgeSpec(**json.loads((path / SPEC_FILE).read_text()))
         return cls(model, processor, spec, training_record(path))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write model (safetensors), processor and spec to ``path`` atomically (replacing it)."""
+    def save(self, path: str | os.PathLike, record: dict | None = None) -> Path:
+        """Write model (safetensors), processor, spec and the training ``record`` (TRAINING_RECORD: how the
+        judge must be asked) to ``path`` atomically (replacing it): a reader never finds weights without it."""
         path = Path(path)
         with atomic_dir(path) as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.processor.save_pretrained(tmp)
             if self.spec is not None:
                 (tmp / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(self.spec), indent=2) + "\n")
+            if record is not None:
+                (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return path
 
     # ---- inputs -----------------------------------------------------------------------------------

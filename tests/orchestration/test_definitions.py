@@ -65,3 +65,24 @@ def test_steps_library_has_no_dagster_import():
     offenders = [p for p in root.rglob("*.py") if "import dagster" in p.read_text() or "from dagster" in p.read_text()]
     assert not offenders
     assert not (root.parent / "mlflow" / "__init__.py").exists()
+
+
+DVC_ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark",
+              "preference_candidates", "preference_pairs"}
+
+
+def test_every_asset_holds_its_own_pool():
+    """Two runs of one checkout queue asset by asset (docs/DESIGN.md §9): every asset writes fixed folders (or the
+    registry) and holds a pool of one slot (orchestration/dagster.yaml); the DVC assets share `dvc` (DVC locks its
+    repository), every other asset has a pool of its own, so independent assets of one run still overlap."""
+    graph = _graph()
+    pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
+    assert {name for name, p in pools.items() if p == {"dvc"}} == DVC_ASSETS
+    assert {name: p for name, p in pools.items() if name not in DVC_ASSETS} == \
+        {name: {name} for name in ASSETS - DVC_ASSETS}
+    import yaml
+
+    from tests.conftest import REPO
+
+    settings = yaml.safe_load((REPO / "orchestration" / "dagster.yaml").read_text())["concurrency"]["pools"]
+    assert settings == {"default_limit": 1, "granularity": "op"}
