@@ -314,7 +314,8 @@ def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
     from steps.models.denoise import to_image_tensor
     from steps.models.policy import build_tiny_fill_pipeline, count_params, save_pipeline, spec_for
     from steps.runtime import setup
-    from steps.training import Checkpoints, check_resume, load_module, module_tensors
+    from steps.checkpoints import Checkpointer as Checkpoints
+    from steps.checkpoints import check_resume, load_module, module_tensors
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)

@@ -397,7 +397,9 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
     from steps.io import atomic_write_json
     from steps.models.judge import Judge, spec_for
     from steps.runtime import setup
-    from steps.training import Checkpoints, adamw, check_resume, load_module, module_tensors, step_rng
+    from steps.checkpoints import Checkpointer as Checkpoints
+    from steps.checkpoints import check_resume, load_module, module_tensors
+    from steps.training import adamw, step_rng
 
     setup(threads=cfg.threads)
     log = log or (lambda metrics, step: None)
