@@ -314,10 +314,11 @@ class BaseRecipe(Recipe):
     Checkpoint folders are numbered by the global step (VAE steps, then ``vae_steps`` + transformer steps);
     their state holds the phase and the step within it (``start_step`` is that step)."""
 
+    name = "base"
+
     def setup(self) -> BaseRecipe:
         import torch
 
-        from steps.checkpoints import Checkpointer
         from steps.models.policy import build_tiny_fill_pipeline, spec_for
         from steps.runtime import setup
 
@@ -330,13 +331,12 @@ class BaseRecipe(Recipe):
         self.samples = _training_samples(cfg, self.spec)
         self.vae_optim = vae_optimizer(self.pipe.vae, cfg)
         self.optim = transformer_optimizer(self.pipe.transformer, cfg)
-        self.checkpointer = Checkpointer(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         self.phase, self.vae_curve, self.curve, self.latent = "vae", [], [], None
-        self.start_step = self.resume()
+        self.resume_from(cfg.checkpoint_dir)
         return self
 
     def resume(self) -> int:
-        folder = self.checkpointer.latest() if self.checkpointer else None
+        folder = self.latest_checkpoint()
         if folder is None:
             return 0
         phase = json.loads((folder / "state.json").read_text())["phase"]
@@ -347,9 +347,7 @@ class BaseRecipe(Recipe):
         self.phase, self.vae_curve, self.curve = phase, list(state["vae_curve"]), list(state.get("curve", []))
         if phase == "transformer":
             self.latent = (state["latent_shift"], state["latent_scale"])
-        self.resumed_seconds = float(state.get("seconds", 0.0))
-        print(f"base: resuming from {folder} ({phase} step {state['step']})", flush=True)
-        return int(state["step"])
+        return self.resumed(folder, state)
 
     def save_checkpoint(self, step: int) -> Path:
         """The checkpoint after ``step`` of the current phase."""

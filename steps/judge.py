@@ -326,6 +326,8 @@ class JudgeRecipe(Recipe):
     may be resumed from) it writes a checkpoint every ``checkpoint_every`` steps and resumes exactly from the
     newest: the weights, optimizer, scheduler, the batch generator's state and the selection's best step."""
 
+    name = "judge"
+
     def __init__(self, cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100):
         super().__init__(cfg, log)
         self.checkpoint_dir, self.checkpoint_every = str(checkpoint_dir or ""), checkpoint_every
@@ -333,7 +335,6 @@ class JudgeRecipe(Recipe):
     def setup(self) -> JudgeRecipe:
         import torch
 
-        from steps.checkpoints import Checkpointer
         from steps.judge_eval import load_preference_data
         from steps.runtime import setup
         from steps.training import adamw
@@ -360,12 +361,11 @@ class JudgeRecipe(Recipe):
         self.src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source \
             else {cid: s.image for cid, s in samples.items()}
         self.curve, self.accs, self.best, self.selected = [], [], None, None
-        self.checkpointer = Checkpointer(self.checkpoint_dir) if self.checkpoint_dir else None
-        self.start_step = self.resume()
+        self.resume_from(self.checkpoint_dir)
         return self
 
     def resume(self) -> int:
-        folder = self.checkpointer.latest() if self.checkpointer else None
+        folder = self.latest_checkpoint()
         if folder is None:
             return 0
         best = json.loads((folder / "state.json").read_text()).get("best")
@@ -375,9 +375,7 @@ class JudgeRecipe(Recipe):
         self.rng.bit_generator.state = state["rng"]
         self.curve, self.accs = list(state["curve"]), list(state["accs"])
         self.best = (best["step"], best["score"], tensors["best"]) if best else None
-        self.resumed_seconds = float(state.get("seconds", 0.0))
-        print(f"judge: resuming from {folder} (step {state['step']})", flush=True)
-        return int(state["step"])
+        return self.resumed(folder, state)
 
     def save_checkpoint(self, step: int) -> Path:
         best = {"step": self.best[0], "score": self.best[1]} if self.best else None
@@ -438,7 +436,7 @@ class JudgeRecipe(Recipe):
         from steps.models.judge import TRAINING_RECORD
 
         cfg, judge, data = self.cfg, self.judge, self.data
-        for step in progress(range(self.start_step, cfg.steps), "judge"):
+        for step in progress(range(self.start_step, cfg.steps), self.name):
             out = self.train_step(step)
             self.curve.append(out["loss"])
             self.accs.append(out["accuracy"])

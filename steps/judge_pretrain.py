@@ -393,10 +393,11 @@ class JudgePretrainRecipe(Recipe):
     """The judge foundation: setup -> train (checkpoints every ``checkpoint_every`` steps, exact resume) ->
     the saved judge and its summary (steps/recipe.py)."""
 
+    name = "judge foundation"
+
     def setup(self) -> JudgePretrainRecipe:
         import torch
 
-        from steps.checkpoints import Checkpointer
         from steps.models.judge import Judge, spec_for
         from steps.runtime import setup
         from steps.training import adamw
@@ -412,21 +413,18 @@ class JudgePretrainRecipe(Recipe):
         self.judge.train()
         self.optimizer, self.scheduler = adamw(self.judge.parameters(), cfg.lr, 0.01,
                                                min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
-        self.checkpointer = Checkpointer(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         self.curve, self.evals, self.metrics = [], [], {}
-        self.start_step = self.resume()
+        self.resume_from(cfg.checkpoint_dir)
         return self
 
     def resume(self) -> int:
-        folder = self.checkpointer.latest() if self.checkpointer else None
+        folder = self.latest_checkpoint()
         if folder is None:
             return 0
         state, _ = self.checkpointer.restore(folder, {"judge": self.judge.model}, self.optimizer, self.scheduler,
                                              config=asdict(self.cfg), must_match=JUDGE_RESUME_MUST_MATCH)
         self.curve, self.evals = list(state["curve"]), list(state["evals"])
-        self.resumed_seconds = float(state.get("seconds", 0.0))
-        print(f"judge foundation: resuming from {folder} (step {state['step']})", flush=True)
-        return int(state["step"])
+        return self.resumed(folder, state)
 
     def save_checkpoint(self, step: int) -> Path:
         return self.checkpointer.save_training(
@@ -466,7 +464,7 @@ class JudgePretrainRecipe(Recipe):
         from steps.io import atomic_write_json
 
         cfg, judge = self.cfg, self.judge
-        for step in progress(range(self.start_step, cfg.steps), "judge foundation"):
+        for step in progress(range(self.start_step, cfg.steps), self.name):
             out = self.train_step(step)
             self.curve.append(out["loss"])
             if due(step, cfg.log_every, cfg.steps - 1):

@@ -61,6 +61,8 @@ class Recipe(ABC):
     of the checkpoint resumed from, 0 for a fresh run). Wall time is counted across resumes.
     """
 
+    name = "recipe"  # what the progress bars and messages call it
+
     def __init__(self, cfg: Any, log: MetricsLog | None = None):
         self.cfg = cfg
         self.log = log or no_log
@@ -90,6 +92,27 @@ class Recipe(ABC):
 
     def run(self) -> dict[str, Any]:
         return self.setup().train()
+
+    def resume_from(self, folder: str, keep: int = 2) -> int:
+        """Checkpoint under ``folder`` from now on ('' = no checkpoints) and `resume` from its newest
+        checkpoint: the step to start from. The last call of a single-process recipe's `setup`."""
+        from steps.checkpoints import Checkpointer
+
+        self.checkpointer = Checkpointer(folder, keep=keep) if folder else None
+        self.start_step = self.resume()
+        return self.start_step
+
+    def resumed(self, folder: Path, state: dict[str, Any]) -> int:
+        """Note a resume from ``folder`` (the wall time before it, a line on stdout); the step it continues after."""
+        self.resumed_seconds = float(state.get("seconds", 0.0))
+        where = " ".join(str(x) for x in (state.get("phase"), "step", state["step"]) if x is not None)
+        print(f"{self.name}: resuming from {folder} ({where})", flush=True)
+        return int(state["step"])
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint to resume from, or None (none yet, or no checkpoint folder)."""
+        checkpointer = getattr(self, "checkpointer", None)
+        return checkpointer.latest() if checkpointer else None
 
     def seconds(self) -> float:
         """Wall time of this process's run."""

@@ -206,6 +206,8 @@ class OneRewardRecipe(Recipe):
     """setup -> train -> save (steps/recipe.py). ``log(metrics, step)`` and ``log_artifact(path)`` are
     called on the main process only (no-ops by default)."""
 
+    name = "rl"
+
     def __init__(self, cfg: RLConfig, log=None, log_artifact=None):
         super().__init__(cfg, log)
         self.log_artifact = log_artifact or (lambda path: None)
@@ -303,7 +305,7 @@ class OneRewardRecipe(Recipe):
         self.policy_forward = ModuleCall(self.policy, transformer.config)
         self.ema = EmaWeights(self.params, cfg.ema_tau)
         self.sharded = acc.distributed_type == DistributedType.FSDP
-        self.writer = Checkpointer(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+        self.checkpointer = Checkpointer(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
                                    keep=cfg.keep_checkpoints, sharded=self.sharded)
         # the weights of the best held-out evaluation, outside the rotation (one folder, replaced on a new best)
         self.best_writer = Checkpointer(self.best_root, self.rank, acc.num_processes, acc.wait_for_everyone,
@@ -488,7 +490,7 @@ class OneRewardRecipe(Recipe):
         objects = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         state = {"step": step, "config": self.cfg.params(), "guard": self.guard.state_dict(),
                  "history": self.history}
-        return self.writer.save(step, tensors, objects, state)
+        return self.checkpointer.save(step, tensors, objects, state)
 
     def resume(self) -> int:
         """Load the newest checkpoint under ``<reference>_checkpoints`` (weights, EMA, optimizer, scheduler,
@@ -497,15 +499,15 @@ class OneRewardRecipe(Recipe):
 
         from steps.checkpoints import check_resume
 
-        folder = self.writer.latest()
+        folder = self.latest_checkpoint()
         if folder is None:
             return 0
         names = ["policy", "ema"] + (["guard_base"] if self.heldout is not None else [])
-        base_file = folder / f"guard_base{self.writer.suffix()}.safetensors"
+        base_file = folder / f"guard_base{self.checkpointer.suffix()}.safetensors"
         if self.heldout is not None and not base_file.is_file():
             raise ValueError(f"{folder}: written with the guard off; resume with guard_every=0 "
                              "or use a new out_dir")
-        tensors, objects, state = self.writer.load(folder, names, ["optimizer", "scheduler"])
+        tensors, objects, state = self.checkpointer.load(folder, names, ["optimizer", "scheduler"])
         check_resume(folder, state["config"], self.cfg.params(), RESUME_MUST_MATCH,
                      "use a new out_dir or resume=false")
         with torch.no_grad():
@@ -573,7 +575,7 @@ class OneRewardRecipe(Recipe):
         if self.cfg.release == "last" or not self.cfg.guard_every:
             return {"rule": self.cfg.release, "step": last, "note": "the last step's EMA weights"}
         folder = checkpoint_dir(self.best_root, best.get("step", 0))
-        files = sorted(folder.glob(f"ema{self.writer.suffix()}.safetensors"))
+        files = sorted(folder.glob(f"ema{self.checkpointer.suffix()}.safetensors"))
         if self.sharded or not best or not files:
             return {"rule": "best_validation", "step": last,
                     "note": f"best step {best.get('step')} not loadable here ({folder}): the last step's EMA weights"}
