@@ -335,10 +335,7 @@ class BaseRecipe(Recipe):
         self.resume_from(cfg.checkpoint_dir)
         return self
 
-    def resume(self) -> int:
-        folder = self.latest_checkpoint()
-        if folder is None:
-            return 0
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
         phase = json.loads((folder / "state.json").read_text())["phase"]
         modules = {"vae": self.pipe.vae, **({"transformer": self.pipe.transformer} if phase == "transformer" else {})}
         opt, sched = self.optim if phase == "transformer" else self.vae_optim
@@ -347,7 +344,7 @@ class BaseRecipe(Recipe):
         self.phase, self.vae_curve, self.curve = phase, list(state["vae_curve"]), list(state.get("curve", []))
         if phase == "transformer":
             self.latent = (state["latent_shift"], state["latent_scale"])
-        return self.resumed(folder, state)
+        return state
 
     def save_checkpoint(self, step: int) -> Path:
         """The checkpoint after ``step`` of the current phase."""

@@ -364,10 +364,7 @@ class JudgeRecipe(Recipe):
         self.resume_from(self.checkpoint_dir)
         return self
 
-    def resume(self) -> int:
-        folder = self.latest_checkpoint()
-        if folder is None:
-            return 0
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
         best = json.loads((folder / "state.json").read_text()).get("best")
         state, tensors = self.checkpointer.restore(
             folder, {"judge": self.judge.model}, self.optimizer, self.scheduler, ("best",) if best else (),
@@ -375,7 +372,7 @@ class JudgeRecipe(Recipe):
         self.rng.bit_generator.state = state["rng"]
         self.curve, self.accs = list(state["curve"]), list(state["accs"])
         self.best = (best["step"], best["score"], tensors["best"]) if best else None
-        return self.resumed(folder, state)
+        return state
 
     def save_checkpoint(self, step: int) -> Path:
         best = {"step": self.best[0], "score": self.best[1]} if self.best else None

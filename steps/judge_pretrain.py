@@ -417,14 +417,11 @@ class JudgePretrainRecipe(Recipe):
         self.resume_from(cfg.checkpoint_dir)
         return self
 
-    def resume(self) -> int:
-        folder = self.latest_checkpoint()
-        if folder is None:
-            return 0
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
         state, _ = self.checkpointer.restore(folder, {"judge": self.judge.model}, self.optimizer, self.scheduler,
                                              config=asdict(self.cfg), must_match=JUDGE_RESUME_MUST_MATCH)
         self.curve, self.evals = list(state["curve"]), list(state["evals"])
-        return self.resumed(folder, state)
+        return state
 
     def save_checkpoint(self, step: int) -> Path:
         return self.checkpointer.save_training(

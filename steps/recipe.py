@@ -55,7 +55,8 @@ def due(step: int, every: int, last: int | None = None) -> bool:
 
 
 class Recipe(ABC):
-    """setup -> train, with checkpoints written by `save_checkpoint` and read back by `resume`.
+    """setup -> train, with checkpoints written by `save_checkpoint` and read back by `resume` (the newest,
+    through `load_checkpoint`).
 
     ``log(metrics, step)`` is the metrics callback. ``start_step``: the first step `train` runs (the step
     of the checkpoint resumed from, 0 for a fresh run). Wall time is counted across resumes.
@@ -74,9 +75,14 @@ class Recipe(ABC):
     def setup(self) -> Recipe:
         """Models, data, optimizer and checkpointer; ends with ``self.start_step = self.resume()``."""
 
-    @abstractmethod
     def resume(self) -> int:
         """Load the newest checkpoint (if any) into the models, optimizer and state; its step, or 0."""
+        folder = self.latest_checkpoint()
+        return 0 if folder is None else self.resumed(folder, self.load_checkpoint(folder))
+
+    @abstractmethod
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        """Load what `save_checkpoint` wrote in ``folder``; its state (``state["step"]``: the step done)."""
 
     @abstractmethod
     def train(self) -> dict[str, Any]:

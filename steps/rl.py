@@ -492,16 +492,12 @@ class OneRewardRecipe(Recipe):
                  "history": self.history}
         return self.checkpointer.save(step, tensors, objects, state)
 
-    def resume(self) -> int:
-        """Load the newest checkpoint under ``<reference>_checkpoints`` (weights, EMA, optimizer, scheduler,
-        RNG, guard and history); its step, or 0 when there is none."""
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        """Weights, EMA, optimizer, scheduler, RNG, guard and history from a checkpoint folder."""
         import torch
 
         from steps.checkpoints import check_resume
 
-        folder = self.latest_checkpoint()
-        if folder is None:
-            return 0
         names = ["policy", "ema"] + (["guard_base"] if self.heldout is not None else [])
         base_file = folder / f"guard_base{self.checkpointer.suffix()}.safetensors"
         if self.heldout is not None and not base_file.is_file():
@@ -519,7 +515,7 @@ class OneRewardRecipe(Recipe):
         self.guard.load_state_dict(state["guard"])
         self.guard_base = tensors.get("guard_base")
         self.history = list(state["history"])
-        return int(state["step"])
+        return state
 
     def param_checksums(self) -> list[float]:
         """Sum of |trainable params| on every rank (DDP keeps them identical)."""
