@@ -107,11 +107,11 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
 
             word = meta["word"] if rng.random() < 0.5 else str(rng.choice([w for w in WORDS if w != meta["word"]]))
             colour = other if word == meta["word"] else meta["colour"]
-            return render_word(_outside(sample), word, colour, meta["text_xy"], meta["font_px"])
+            return render_word(nothing_generated(sample), word, colour, meta["text_xy"], meta["font_px"])
         if rng.random() < 0.3:
-            return _outside(sample)  # nothing generated
+            return nothing_generated(sample)  # nothing generated
         shape = meta["shape"] if rng.random() < 0.7 else str(rng.choice([s for s in SHAPES if s != meta["shape"]]))
-        return render_object(_outside(sample), shape, other, meta["bbox"])
+        return render_object(nothing_generated(sample), shape, other, meta["bbox"])
     if dimension == "consistency":
         out = t.copy()
         out[~m] = np.clip(t[~m] + rng.normal(0, 1, 3) * 40 + rng.normal(0, 12, t[~m].shape), 0, 255)
@@ -128,10 +128,10 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
         # artefacts (noise) -- the score penalises both; a base model's candidates mostly show the first.
         if _has_content(sample) and rng.random() < 0.7:
             out = t.copy()
-            blurred = _blur(t, sample.target.shape[0] / 12)
-            from steps.world import _dilate
+            blurred = blur(t, sample.target.shape[0] / 12)
+            from steps.world import dilate
 
-            region = _dilate(m, 2)
+            region = dilate(m, 2)
             out[region] = blurred[region]
             return out.astype(np.uint8)
         return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)
@@ -162,7 +162,7 @@ def candidate_easy_pair(sample, candidate: np.ndarray, dimension: str, rng: np.r
     return np.clip(np.round(out), 0, 255).astype(np.uint8), candidate
 
 
-def _blur(image: np.ndarray, radius: float) -> np.ndarray:
+def blur(image: np.ndarray, radius: float) -> np.ndarray:
     from PIL import Image, ImageFilter
 
     return np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
@@ -173,7 +173,7 @@ def _smear(t: np.ndarray) -> np.ndarray:
     """Smeared sideways, blurred and mirrored: colours kept, structure lost."""
     side = t.shape[0]
     smear = np.mean([np.roll(t, k, axis=1) for k in range(-side // 10, side // 10 + 1, 2)], axis=0)
-    return _blur(smear, side / 24)[::-1, ::-1]
+    return blur(smear, side / 24)[::-1, ::-1]
 
 
 def _blotches(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +199,7 @@ def trained_with_source(judge_dir) -> bool:
     return bool(training_record(judge_dir).get("config", {}).get("show_source", False))
 
 
-def _outside(sample) -> np.ndarray:
+def nothing_generated(sample) -> np.ndarray:
     """The target with the masked region reset to clean background (nothing generated there)."""
     out = sample.target.copy()
     m = sample.mask > 127

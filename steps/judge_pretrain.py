@@ -142,8 +142,8 @@ def hard_negative_texture(shape: tuple[int, int], rng: np.random.Generator) -> n
 
 def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.ndarray] | None = None) -> np.ndarray:
     """One image of the condition: HxWx3 uint8, drawn as ``kind`` (one of VARIANTS)."""
-    from steps.judge import _blur, _outside, easy_loser
-    from steps.world import _dilate, dimensions_for
+    from steps.judge import blur, easy_loser, nothing_generated
+    from steps.world import dilate, dimensions_for
 
     t = sample.target.astype(np.float32)
     m = sample.mask > 127
@@ -152,7 +152,7 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
     elif kind == "source":
         out = sample.image.astype(np.float32)
     elif kind == "nothing":
-        out = _outside(sample).astype(np.float32)
+        out = nothing_generated(sample).astype(np.float32)
     elif kind == "corrupt":
         dims = dimensions_for(sample.task, sample.prompt)
         out = easy_loser(sample, dims[int(rng.integers(len(dims)))], rng).astype(np.float32)
@@ -160,7 +160,7 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
         out = candidates[int(rng.integers(len(candidates)))].astype(np.float32)
     elif kind == "texture":
         base = variant(sample, rng, str(rng.choice(["target", "nothing", "source", "blur"])), candidates)
-        region = _dilate(m, int(rng.integers(0, 3))) if rng.random() < 0.8 else np.ones_like(m)
+        region = dilate(m, int(rng.integers(0, 3))) if rng.random() < 0.8 else np.ones_like(m)
         alpha = float(rng.uniform(0.15, 1.0))
         out = base.astype(np.float32)
         tex = hard_negative_texture(m.shape, rng)
@@ -170,7 +170,7 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
                                                     + (["candidate"] if candidates else []))), candidates)
         out = out.astype(np.float32)
         if rng.random() < 0.5:
-            out = _blur(out, float(rng.uniform(0.5, 2.5)))
+            out = blur(out, float(rng.uniform(0.5, 2.5)))
         grey = out.mean(-1, keepdims=True)
         out = grey + (out - grey) * float(rng.uniform(0.0, 0.8))        # desaturate
         mean = out.mean((0, 1), keepdims=True)
@@ -184,11 +184,11 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
             a = float(rng.uniform(0.1, 0.9))
             out[m] = (1 - a) * out[m] + a * other.astype(np.float32)[m]
         elif kind == "noise":
-            region = _dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
+            region = dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
             out[region] += rng.normal(0, rng.uniform(2, 30), (int(region.sum()), 3))
         elif kind == "blur":
-            blurred = _blur(out, float(rng.uniform(0.5, 4)))
-            region = _dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
+            blurred = blur(out, float(rng.uniform(0.5, 4)))
+            region = dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
             out[region] = blurred[region]
         elif kind == "drift":
             out[~m] += rng.normal(0, 1, 3) * rng.uniform(3, 40) + rng.normal(0, rng.uniform(0, 10), out[~m].shape)
