@@ -25,9 +25,9 @@ from steps.paths import TINY  # noqa: E402
 
 def old_aesthetics(cand: np.ndarray, sample) -> float:
     """The formula before 2026-11-30: exp(-(max(0, ln r) + 0.5 max(0, -ln r))), r = (E(c) + eps) / (E(t) + eps)."""
-    from steps.world import _abs_laplacian, _dilate, _gray, _unit
+    from steps.world import _abs_laplacian, _gray, _unit, dilate
 
-    region = _dilate(sample.mask > 127, 2)
+    region = dilate(sample.mask > 127, 2)
     e_c = float(_abs_laplacian(_gray(_unit(cand)))[region].mean())
     e_t = float(_abs_laplacian(_gray(_unit(sample.target)))[region].mean())
     log_r = math.log((e_c + 0.01) / (e_t + 0.01))

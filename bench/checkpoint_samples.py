@@ -41,7 +41,7 @@ def load_weights(transformer, files: list[Path], lora_alpha: float) -> int:
     returns the LoRA rank (0: full weights)."""
     from safetensors.torch import load_file
 
-    from steps.rl_utils import add_lora
+    from steps.rl_policy import add_lora
 
     state = {}
     for f in files:

@@ -44,6 +44,7 @@ def variant_config(args, name: str, pairs_dir: str, work: Path):
     """One variant's JudgeConfig: the profile's judge section (as the CLI and the judge asset resolve it), the
     ablation's paths and steps, then the variant's overrides."""
     from benchlib import step_config
+
     from steps.judge import JudgeConfig
 
     values = {"init_dir": args.pretrained, "pairs_dir": pairs_dir, "train_dir": args.train_dir,
@@ -53,6 +54,7 @@ def variant_config(args, name: str, pairs_dir: str, work: Path):
 
 def run(args) -> dict:
     from benchlib import step_config
+
     from steps.annotate import AnnotateConfig, simulate_pairs
     from steps.judge import train_judge
     from steps.judge_eval import PAPER_THRESHOLDS, agreement_table, load_preference_data

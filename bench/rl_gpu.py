@@ -10,7 +10,7 @@ parameters on the meta device, then materialised directly on the target device w
 (nothing touches host memory, nothing is downloaded). Text encoders are not needed for the step: the
 prompt embeddings are random tensors of T5/CLIP's shapes.
 
-One timed step is the recipe's (steps.rl_utils.rollout + steps.rl_reward.onereward_loss): Algorithm 1 with LoRA -- the
+One timed step is the recipe's (steps.rl_rollout.rollout + steps.rl_reward.onereward_loss): Algorithm 1 with LoRA -- the
 reference is the base (adapters disabled) denoising all T steps without grad, the policy denoises to
 t = the middle of [T/2, T-1] without grad then one x0 step with grad, VAE decode, the judge scores policy
 vs reference on the 4 fill dimensions through `PairJudge` (each image encoded once, as the recipe does),
@@ -342,8 +342,9 @@ def run(args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from steps.rl_policy import adapters_disabled, add_lora, trainable
     from steps.rl_reward import onereward_loss
-    from steps.rl_utils import adapters_disabled, add_lora, rollout, trainable
+    from steps.rl_rollout import rollout
     from steps.runtime import setup
 
     setup(threads=args.threads)

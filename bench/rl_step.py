@@ -175,7 +175,7 @@ def use(recipe, variant: str, banks: dict) -> None:
 
 def step_key(recipe, step: int) -> tuple[str, int, int]:
     """(task, t_index, judge rows): what fixes the shapes, hence the FLOPs, of one step."""
-    from steps.rl_utils import draw_step
+    from steps.rl_rollout import draw_step
     from steps.world import dimensions_for
 
     cfg = recipe.cfg
@@ -195,8 +195,9 @@ def run(args) -> dict:
 
     from steps.datasets import load_samples
     from steps.rl import OneRewardRecipe, RewardHackingError, RLConfig
+    from steps.rl_report import save_sample_grid
     from steps.rl_reward import PairJudge
-    from steps.rl_utils import ConditionBank, save_sample_grid
+    from steps.rl_rollout import ConditionBank
     from steps.tracking import Tracker
 
     work = Path(tempfile.mkdtemp(prefix="bench_rl_step_"))
@@ -287,7 +288,7 @@ def run(args) -> dict:
     }
 
     # how often a condition comes back in a whole tiny run (what a reference-image cache could reuse)
-    from steps.rl_utils import draw_step
+    from steps.rl_rollout import draw_step
 
     run_steps = RLConfig.for_profile("tiny").steps
     seen, rollouts = set(), 0

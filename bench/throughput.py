@@ -115,10 +115,11 @@ def judge_scoring(args) -> dict:
 
 
 def candidates(args) -> dict:
+    from benchlib import step_config
+
     import steps.io
     import steps.models.denoise as dn
     import steps.models.policy as policy
-    from benchlib import step_config
     from steps.candidates import CandidatesConfig, generate_candidates
 
     phases = Phases()

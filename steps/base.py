@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from steps.config import Profiled, field, parse_cli
+from steps.config import Profiled, field
 from steps.paths import TINY, ArtifactPaths
+from steps.recipe import Recipe, run_cli
 
 
 @dataclass(frozen=True)
@@ -70,27 +70,38 @@ class BaseConfig(Profiled):
         return dict(train_dir=str(paths.train), eval_dir=str(paths.benchmark), out_dir=str(paths.base_model))
 
 
+def vae_optimizer(vae, cfg: BaseConfig):
+    """AdamW for the VAE phase (warmup, cosine decay over ``vae_steps``): (optimizer, scheduler)."""
+    from steps.training import adamw
+
+    return adamw(vae.parameters(), cfg.vae_lr, 0.0, min(20, cfg.vae_steps // 10 + 1), cfg.vae_steps)
+
+
+def transformer_optimizer(transformer, cfg: BaseConfig):
+    """AdamW for the flow-matching phase (``warmup``, cosine decay over ``steps``): (optimizer, scheduler)."""
+    from steps.training import adamw
+
+    return adamw(transformer.parameters(), cfg.lr, 0.01, cfg.warmup, cfg.steps)
+
+
 def train_vae(pipe, images, cfg: BaseConfig, log, start: int = 0, curve: list[float] | None = None,
-              opt_state: dict | None = None, on_step=None) -> list[float]:
+              optim=None, on_step=None) -> list[float]:
     """Reconstruction + tiny KL from step ``start``; returns the loss curve. ``images``: float Nx3xHxW in [-1, 1].
 
-    ``on_step(step, optimizer, scheduler, curve)`` runs after every step (checkpoints)."""
+    ``optim``: (optimizer, scheduler) to continue (default: `vae_optimizer`); ``on_step(step, curve)`` runs
+    after every step (checkpoints)."""
     import torch
-    from tqdm import tqdm
 
-    from steps.training import adamw, step_rng
+    from steps.recipe import due, optimizer_step, progress
+    from steps.training import step_rng
 
     vae = pipe.vae
     vae.train().requires_grad_(True)
-    opt, sched = adamw(vae.parameters(), cfg.vae_lr, 0.0, min(20, cfg.vae_steps // 10 + 1), cfg.vae_steps)
-    if opt_state:
-        opt.load_state_dict(opt_state["optimizer"])
-        sched.load_state_dict(opt_state["scheduler"])
+    opt, sched = optim or vae_optimizer(vae, cfg)
     curve = list(curve or [])
     side = images.shape[-1]
     crop = min(cfg.vae_crop, side)
-    for step in tqdm(range(start, cfg.vae_steps), desc="base: VAE", unit="step", mininterval=5, initial=start,
-                     total=cfg.vae_steps):
+    for step in progress(range(start, cfg.vae_steps), "base: VAE"):
         rng = step_rng(cfg.seed, 1, step)
         x = images[torch.as_tensor(rng.integers(0, len(images), cfg.vae_batch))]
         if crop < side:
@@ -99,15 +110,12 @@ def train_vae(pipe, images, cfg: BaseConfig, log, start: int = 0, curve: list[fl
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=torch.Generator().manual_seed(int(rng.integers(2**62))))).sample
         loss = torch.nn.functional.mse_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched)
         curve.append(loss.item())
-        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
+        if due(step, cfg.log_every, cfg.vae_steps - 1):
             log({"base/vae_loss": float(np.mean(curve[-cfg.log_every:]))}, step)
         if on_step:
-            on_step(step + 1, opt, sched, curve)
+            on_step(step + 1, curve)
     vae.eval().requires_grad_(False)
     return curve
 
@@ -160,23 +168,22 @@ def latent_mask_weights(pipe, samples, weight: float):
 
 
 def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, log, start: int = 0,
-                      curve: list[float] | None = None, opt_state: dict | None = None, on_step=None) -> list[float]:
-    """Rectified flow matching on masked conditions from step ``start``; returns the loss curve."""
+                      curve: list[float] | None = None, optim=None, on_step=None) -> list[float]:
+    """Rectified flow matching on masked conditions from step ``start``; returns the loss curve.
+
+    ``optim``: (optimizer, scheduler) to continue (default: `transformer_optimizer`); ``on_step(step, curve)``
+    runs after every step (checkpoints)."""
     import torch
-    from tqdm import tqdm
 
     from steps.models.denoise import velocity
-    from steps.training import adamw, step_rng, torch_generator
+    from steps.recipe import due, optimizer_step, progress
+    from steps.training import step_rng, torch_generator
 
     tr = pipe.transformer
     tr.train().requires_grad_(True)
-    opt, sched = adamw(tr.parameters(), cfg.lr, 0.01, cfg.warmup, cfg.steps)
-    if opt_state:
-        opt.load_state_dict(opt_state["optimizer"])
-        sched.load_state_dict(opt_state["scheduler"])
+    opt, sched = optim or transformer_optimizer(tr, cfg)
     curve = list(curve or [])
-    for step in tqdm(range(start, cfg.steps), desc="base: transformer", unit="step", mininterval=5, initial=start,
-                     total=cfg.steps):
+    for step in progress(range(start, cfg.steps), "base: transformer"):
         rng = step_rng(cfg.seed, 2, step)
         gen = torch_generator(rng)
         idx = torch.as_tensor(rng.integers(0, len(targets), cfg.batch_size))
@@ -187,16 +194,12 @@ def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, log, start:
         v = velocity(pipe, tr, xt, s.flatten() * 1000, cond.select(idx), cfg.guidance)
         w = weights[idx]
         loss = (w * (v - (eps - x0)) ** 2).mean() / w.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tr.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched, tr.parameters(), clip=1.0)
         curve.append(loss.item())
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+        if due(step, cfg.log_every, cfg.steps - 1):
             log({"base/loss": float(np.mean(curve[-cfg.log_every:])), "base/lr": sched.get_last_lr()[0]}, step)
         if on_step:
-            on_step(step + 1, opt, sched, curve)
+            on_step(step + 1, curve)
     tr.eval().requires_grad_(False)
     return curve
 
@@ -297,105 +300,133 @@ def _eval_samples(cfg: BaseConfig, spec) -> list:
     return load_samples(cfg.eval_dir, limit_per_task=cfg.eval_per_task)
 
 
+class BaseRecipe(Recipe):
+    """The base fill model: setup -> train (the VAE phase, then the transformer phase; checkpoints every
+    ``checkpoint_every`` steps of either, exact resume) -> the saved pipeline, evaluated (steps/recipe.py).
+
+    Checkpoint folders are numbered by the global step (VAE steps, then ``vae_steps`` + transformer steps);
+    their state holds the phase and the step within it (``start_step`` is that step)."""
+
+    name = "base"
+
+    def setup(self) -> BaseRecipe:
+        import torch
+
+        from steps.models.policy import build_tiny_fill_pipeline, spec_for
+        from steps.runtime import setup
+
+        cfg = self.cfg
+        setup(threads=cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.spec = spec_for(cfg.profile)
+        self.pipe = build_tiny_fill_pipeline(self.spec, seed=cfg.seed)
+        self.init_transformer = copy.deepcopy(self.pipe.transformer)
+        self.samples = _training_samples(cfg, self.spec)
+        self.vae_optim = vae_optimizer(self.pipe.vae, cfg)
+        self.optim = transformer_optimizer(self.pipe.transformer, cfg)
+        self.phase, self.vae_curve, self.curve, self.latent = "vae", [], [], None
+        self.resume_from(cfg.checkpoint_dir)
+        return self
+
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        phase = json.loads((folder / "state.json").read_text())["phase"]
+        modules = {"vae": self.pipe.vae, **({"transformer": self.pipe.transformer} if phase == "transformer" else {})}
+        opt, sched = self.optim if phase == "transformer" else self.vae_optim
+        state, _ = self.checkpointer.restore(folder, modules, opt, sched, config=asdict(self.cfg),
+                                             must_match=BASE_RESUME_MUST_MATCH)
+        self.phase, self.vae_curve, self.curve = phase, list(state["vae_curve"]), list(state.get("curve", []))
+        if phase == "transformer":
+            self.latent = (state["latent_shift"], state["latent_scale"])
+        return state
+
+    def save_checkpoint(self, step: int) -> Path:
+        """The checkpoint after ``step`` of the current phase."""
+        pipe, transformer = self.pipe, self.phase == "transformer"
+        modules = {"vae": pipe.vae, **({"transformer": pipe.transformer} if transformer else {})}
+        opt, sched = self.optim if transformer else self.vae_optim
+        state = {"config": asdict(self.cfg), "phase": self.phase, "vae_curve": self.vae_curve,
+                 "seconds": self.seconds_including_resumed()}
+        if transformer:
+            state.update(curve=self.curve, latent_shift=self.latent[0], latent_scale=self.latent[1])
+        return self.checkpointer.save_training((self.cfg.vae_steps if transformer else 0) + step, modules, opt,
+                                               sched, {**state, "step": step})
+
+    def on_step(self, step: int, curve: list[float]) -> None:
+        if self.checkpointer and step % self.cfg.checkpoint_every == 0:
+            if self.phase == "transformer":
+                self.curve = curve
+            else:
+                self.vae_curve = curve
+            self.save_checkpoint(step)
+
+    def train(self) -> dict[str, Any]:
+        from steps.baselines import telea
+        from steps.io import atomic_write_json
+        from steps.models.denoise import to_image_tensor
+        from steps.models.policy import save_pipeline
+
+        cfg, pipe, samples = self.cfg, self.pipe, self.samples
+        pixels = to_image_tensor(np.stack([s.target for s in samples] + [s.image for s in samples])) * 2 - 1
+        if self.phase == "vae":
+            self.vae_curve = train_vae(pipe, pixels, cfg, self.log, start=self.start_step, curve=self.vae_curve,
+                                       optim=self.vae_optim, on_step=self.on_step)
+            self.latent = set_latent_normalisation(pipe, pixels[: len(samples)])
+            self.phase, start = "transformer", 0
+        else:
+            start = self.start_step
+            pipe.vae.register_to_config(shift_factor=self.latent[0], scaling_factor=self.latent[1])
+        del pixels
+        self.seconds_vae = self.seconds()
+        targets, cond = encode_dataset(pipe, samples)
+        weights = latent_mask_weights(pipe, samples, cfg.mask_weight)
+        self.curve = train_transformer(pipe, targets, cond, weights, cfg, self.log, start=start, curve=self.curve,
+                                       optim=self.optim, on_step=self.on_step)
+        self.seconds_train = self.seconds()
+
+        out_dir = Path(cfg.out_dir)
+        reports = out_dir.parent / f"{out_dir.name}_report"
+        save_pipeline(pipe, out_dir, self.spec)
+        evals = _eval_samples(cfg, self.spec)
+        outputs = sample_outputs(pipe, evals, cfg)
+        init_outputs = sample_outputs(pipe, evals, cfg, transformer=self.init_transformer)
+        telea_outputs = np.stack([telea(s.image, s.mask) for s in evals])
+        self.quality = {"quality": quality_table(evals, outputs), "init_quality": quality_table(evals, init_outputs),
+                        "telea_quality": quality_table(evals, telea_outputs)}
+        result = self.summary()
+        result["grids"] = [str(p) for p in sample_grids(evals, {"base": outputs, "untrained": init_outputs,
+                                                                "telea": telea_outputs}, reports)]
+        result["loss_plot"] = str(loss_plot({"VAE loss": self.vae_curve, "flow-matching loss": self.curve},
+                                            reports / "losses.png"))
+        atomic_write_json(reports / "quality.json", result)
+        result["report"] = str(reports / "quality.json")
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        from steps.models.policy import count_params
+
+        cfg, pipe = self.cfg, self.pipe
+        shift, scale = self.latent or (None, None)
+        return {
+            "model_dir": str(Path(cfg.out_dir)), **getattr(self, "quality", {}),
+            "transformer_params": count_params(pipe.transformer), "vae_params": count_params(pipe.vae),
+            "latent_shift": shift, "latent_scale": scale,
+            "vae_steps": cfg.vae_steps, "steps": cfg.steps, "n_train_conditions": len(self.samples),
+            "vae_final_loss": float(np.mean(self.vae_curve[-20:])), "final_loss": float(np.mean(self.curve[-20:])),
+            "seconds_vae": getattr(self, "seconds_vae", None), "seconds_total_train": getattr(self, "seconds_train", None),
+            "seconds_total": self.seconds(), "seconds_including_resumed": self.seconds_including_resumed(),
+            "config": asdict(cfg),
+        }
+
+
 def pretrain(cfg: BaseConfig, log=None) -> dict[str, Any]:
-    """Run the recipe (resuming from ``cfg.checkpoint_dir`` when it holds a checkpoint); returns
+    """Run `BaseRecipe` (resuming from ``cfg.checkpoint_dir`` when it holds a checkpoint); returns
     {"model_dir", "quality", "init_quality", "telea_quality", "grids", ...}."""
-    import torch
-
-    from steps.baselines import telea
-    from steps.io import atomic_write_json
-    from steps.models.denoise import to_image_tensor
-    from steps.models.policy import build_tiny_fill_pipeline, count_params, save_pipeline, spec_for
-    from steps.runtime import setup
-    from steps.training import Checkpoints, check_resume, load_module, module_tensors
-
-    setup(threads=cfg.threads)
-    log = log or (lambda metrics, step: None)
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    out_dir = Path(cfg.out_dir)
-    reports = out_dir.parent / f"{out_dir.name}_report"
-    spec = spec_for(cfg.profile)
-    pipe = build_tiny_fill_pipeline(spec, seed=cfg.seed)
-    init_transformer = copy.deepcopy(pipe.transformer)
-    samples = _training_samples(cfg, spec)
-    ckpt = Checkpoints(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    latest = ckpt.latest() if ckpt else None
-    state: dict[str, Any] = {"phase": "vae", "step": 0, "vae_curve": [], "curve": [], "seconds": 0.0}
-    opt_state = None
-    if latest is not None:
-        names = ["vae"] + (["transformer"] if "transformer" in json.loads((latest / "state.json").read_text())["phase"]
-                           else [])
-        tensors, opt_state, state = ckpt.load(latest, names, ["optimizer", "scheduler"])
-        check_resume(latest, state.get("config"), asdict(cfg), BASE_RESUME_MUST_MATCH)
-        load_module(pipe.vae, tensors["vae"])
-        if "transformer" in tensors:
-            load_module(pipe.transformer, tensors["transformer"])
-        print(f"base: resuming from {latest} ({state['phase']} step {state['step']})", flush=True)
-    elapsed = float(state.get("seconds", 0.0))
-
-    def saver(phase: str, offset: int, extra: dict):
-        def on_step(step, opt, sched, curve):
-            if ckpt and (step % cfg.checkpoint_every == 0):
-                groups = {"vae": module_tensors(pipe.vae)}
-                if phase == "transformer":
-                    groups["transformer"] = module_tensors(pipe.transformer)
-                ckpt.save(offset + step, groups, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-                          {**extra, "config": asdict(cfg), "phase": phase, "step": step, "curve" if phase == "transformer" else "vae_curve":
-                           list(curve), "seconds": elapsed + time.perf_counter() - t0})
-        return on_step
-
-    pixels = to_image_tensor(np.stack([s.target for s in samples] + [s.image for s in samples])) * 2 - 1
-    if state["phase"] == "vae":
-        vae_curve = train_vae(pipe, pixels, cfg, log, start=state["step"], curve=state["vae_curve"],
-                              opt_state=opt_state, on_step=saver("vae", 0, {}))
-        shift, scale = set_latent_normalisation(pipe, pixels[: len(samples)])
-        start, curve, opt_state = 0, [], None
-    else:
-        vae_curve, start, curve = state["vae_curve"], state["step"], state["curve"]
-        shift, scale = state["latent_shift"], state["latent_scale"]
-        pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-    del pixels
-    t_vae = time.perf_counter() - t0
-    targets, cond = encode_dataset(pipe, samples)
-    weights = latent_mask_weights(pipe, samples, cfg.mask_weight)
-    extra = {"vae_curve": vae_curve, "latent_shift": shift, "latent_scale": scale}
-    curve = train_transformer(pipe, targets, cond, weights, cfg, log, start=start, curve=curve, opt_state=opt_state,
-                              on_step=saver("transformer", cfg.vae_steps, extra))
-    t_train = time.perf_counter() - t0
-
-    save_pipeline(pipe, out_dir, spec)
-    evals = _eval_samples(cfg, spec)
-    outputs = sample_outputs(pipe, evals, cfg)
-    init_outputs = sample_outputs(pipe, evals, cfg, transformer=init_transformer)
-    telea_outputs = np.stack([telea(s.image, s.mask) for s in evals])
-    result = {
-        "model_dir": str(out_dir),
-        "quality": quality_table(evals, outputs),
-        "init_quality": quality_table(evals, init_outputs),
-        "telea_quality": quality_table(evals, telea_outputs),
-        "transformer_params": count_params(pipe.transformer),
-        "vae_params": count_params(pipe.vae),
-        "latent_shift": shift, "latent_scale": scale,
-        "vae_steps": cfg.vae_steps, "steps": cfg.steps, "n_train_conditions": len(samples),
-        "vae_final_loss": float(np.mean(vae_curve[-20:])), "final_loss": float(np.mean(curve[-20:])),
-        "seconds_vae": t_vae, "seconds_total_train": t_train, "seconds_total": time.perf_counter() - t0,
-        "seconds_including_resumed": elapsed + time.perf_counter() - t0,
-        "config": asdict(cfg),
-    }
-    result["grids"] = [str(p) for p in sample_grids(evals, {"base": outputs, "untrained": init_outputs,
-                                                            "telea": telea_outputs}, reports)]
-    result["loss_plot"] = str(loss_plot({"VAE loss": vae_curve, "flow-matching loss": curve}, reports / "losses.png"))
-    atomic_write_json(reports / "quality.json", result)
-    result["report"] = str(reports / "quality.json")
-    return result
+    return BaseRecipe(cfg, log).run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse_cli(BaseConfig, __doc__, argv)
-    result = pretrain(cfg, log=lambda m, s: None)
-    print(json.dumps({k: result[k] for k in ("model_dir", "quality", "init_quality", "telea_quality",
-                                             "seconds_total")}, indent=2))
+    run_cli(BaseConfig, __doc__, pretrain, argv, keep=("model_dir", "quality", "init_quality", "telea_quality",
+                                                        "seconds_total"))
 
 
 if __name__ == "__main__":

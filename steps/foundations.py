@@ -236,7 +236,7 @@ def _tracker_log(profile: str, run_name: str, run_id_file: Path):
             tracker.log_artifact(run_id, a, "report")
         tracker.end_run(run_id)
 
-    return (lambda m, s: tracker.log_metrics(run_id, m, s)), finish, run_id
+    return tracker.metrics_logger(run_id), finish, run_id
 
 
 def run_base(cfg: FoundationsConfig) -> dict[str, Any]:

@@ -15,15 +15,15 @@ flux: LoRA (peft) with bf16 and gradient checkpointing.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from steps.config import Profiled, field, parse_cli
+from steps.config import Profiled, field
 from steps.paths import TINY, ArtifactPaths
+from steps.recipe import Recipe, due, progress, run_cli
 from steps.vocabulary import masked_source
 
 
@@ -97,11 +97,11 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
 
             word = meta["word"] if rng.random() < 0.5 else str(rng.choice([w for w in WORDS if w != meta["word"]]))
             colour = other if word == meta["word"] else meta["colour"]
-            return render_word(_outside(sample), word, colour, meta["text_xy"], meta["font_px"])
+            return render_word(nothing_generated(sample), word, colour, meta["text_xy"], meta["font_px"])
         if rng.random() < 0.3:
-            return _outside(sample)  # nothing generated
+            return nothing_generated(sample)  # nothing generated
         shape = meta["shape"] if rng.random() < 0.7 else str(rng.choice([s for s in SHAPES if s != meta["shape"]]))
-        return render_object(_outside(sample), shape, other, meta["bbox"])
+        return render_object(nothing_generated(sample), shape, other, meta["bbox"])
     if dimension == "consistency":
         out = t.copy()
         out[~m] = np.clip(t[~m] + rng.normal(0, 1, 3) * 40 + rng.normal(0, 12, t[~m].shape), 0, 255)
@@ -118,10 +118,10 @@ def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
         # artefacts (noise) -- the score penalises both; a base model's candidates mostly show the first.
         if _has_content(sample) and rng.random() < 0.7:
             out = t.copy()
-            blurred = _blur(t, sample.target.shape[0] / 12)
-            from steps.world import _dilate
+            blurred = blur(t, sample.target.shape[0] / 12)
+            from steps.world import dilate
 
-            region = _dilate(m, 2)
+            region = dilate(m, 2)
             out[region] = blurred[region]
             return out.astype(np.uint8)
         return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)
@@ -152,7 +152,7 @@ def candidate_easy_pair(sample, candidate: np.ndarray, dimension: str, rng: np.r
     return np.clip(np.round(out), 0, 255).astype(np.uint8), candidate
 
 
-def _blur(image: np.ndarray, radius: float) -> np.ndarray:
+def blur(image: np.ndarray, radius: float) -> np.ndarray:
     from PIL import Image, ImageFilter
 
     return np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
@@ -163,7 +163,7 @@ def _smear(t: np.ndarray) -> np.ndarray:
     """Smeared sideways, blurred and mirrored: colours kept, structure lost."""
     side = t.shape[0]
     smear = np.mean([np.roll(t, k, axis=1) for k in range(-side // 10, side // 10 + 1, 2)], axis=0)
-    return _blur(smear, side / 24)[::-1, ::-1]
+    return blur(smear, side / 24)[::-1, ::-1]
 
 
 def _blotches(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -189,7 +189,7 @@ def trained_with_source(judge_dir) -> bool:
     return bool(training_record(judge_dir).get("config", {}).get("show_source", False))
 
 
-def _outside(sample) -> np.ndarray:
+def nothing_generated(sample) -> np.ndarray:
     """The target with the masked region reset to clean background (nothing generated there)."""
     out = sample.target.copy()
     m = sample.mask > 127
@@ -305,60 +305,97 @@ def build_or_load_judge(cfg: JudgeConfig):
     return judge
 
 
-def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
-    """Train and save the judge; returns a summary (the agreement table is steps.judge_eval's job)."""
-    import torch
-    from tqdm import tqdm
+# every field but these must match the checkpoint's to resume from it
+JUDGE_RESUME_MUST_MATCH = tuple(f.name for f in fields(JudgeConfig)
+                                if f.name not in ("threads", "log_every", "eval_every", "out_dir"))
 
-    from steps.judge_eval import load_preference_data
-    from steps.preferences import judge_query
-    from steps.runtime import setup
-    from steps.training import lr_lambda as _lr_lambda
-    from steps.world import dimensions_for
 
-    setup(threads=cfg.threads)
-    log = log or (lambda metrics, step: None)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    t0 = time.perf_counter()
-    data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
-    train_pairs, samples = data["train"], data["samples"]
-    selecting = selection_split(data, cfg.heldout_fraction, cfg.select_fraction)
-    train_pairs = [p for p in train_pairs if p.condition_id not in selecting["conditions"]]
-    easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]
-                    and s.id not in selecting["conditions"]] or list(samples.values())
-    if not train_pairs:
-        raise ValueError(f"{cfg.pairs_dir}/pairs.jsonl: no training pairs after the held-out split")
-    judge = build_or_load_judge(cfg)
-    judge.train()
-    opt = torch.optim.AdamW([p for p in judge.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(50, cfg.steps // 10 + 1), cfg.steps))
-    easy_until = int(cfg.easy_fraction * cfg.steps)
-    curve, accs = [], []
-    images = data["images"]
-    # real candidates of TRAINING conditions (never a held-out one) for candidate-based easy pairs
-    cand_pool = sorted({(p.condition_id, q) for p in train_pairs for q in (p.winner, p.loser)})
-    src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source else \
-        {cid: s.image for cid, s in samples.items()}
-    best = None
-    for step in tqdm(range(cfg.steps), desc="judge", unit="step", mininterval=5):
-        easy = rng.random() < (cfg.easy_prob_early if step < easy_until else cfg.easy_prob_late)
+class JudgeRecipe(Recipe):
+    """Judge fine-tuning on preference pairs: setup -> train -> the saved judge and its training record
+    (steps/recipe.py). With a ``checkpoint_dir`` (not a config field: it is the caller's choice where a run
+    may be resumed from) it writes a checkpoint every ``checkpoint_every`` steps and resumes exactly from the
+    newest: the weights, optimizer, scheduler, the batch generator's state and the selection's best step."""
+
+    name = "judge"
+
+    def __init__(self, cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100):
+        super().__init__(cfg, log)
+        self.checkpoint_dir, self.checkpoint_every = str(checkpoint_dir or ""), checkpoint_every
+
+    def setup(self) -> JudgeRecipe:
+        import torch
+
+        from steps.judge_eval import load_preference_data
+        from steps.runtime import setup
+        from steps.training import adamw
+
+        cfg = self.cfg
+        setup(threads=cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)  # carried from step to step: its state is checkpointed
+        data = self.data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
+        samples = self.samples = data["samples"]
+        self.selecting = selection_split(data, cfg.heldout_fraction, cfg.select_fraction)
+        self.train_pairs = [p for p in data["train"] if p.condition_id not in self.selecting["conditions"]]
+        self.easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]
+                             and s.id not in self.selecting["conditions"]] or list(samples.values())
+        if not self.train_pairs:
+            raise ValueError(f"{cfg.pairs_dir}/pairs.jsonl: no training pairs after the held-out split")
+        self.judge = build_or_load_judge(cfg)
+        self.judge.train()
+        self.optimizer, self.scheduler = adamw([p for p in self.judge.parameters() if p.requires_grad], cfg.lr,
+                                               0.01, min(50, cfg.steps // 10 + 1), cfg.steps)
+        self.easy_until = int(cfg.easy_fraction * cfg.steps)
+        # real candidates of TRAINING conditions (never a held-out one) for candidate-based easy pairs
+        self.cand_pool = sorted({(p.condition_id, q) for p in self.train_pairs for q in (p.winner, p.loser)})
+        self.src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source \
+            else {cid: s.image for cid, s in samples.items()}
+        self.curve, self.accs, self.best, self.selected = [], [], None, None
+        self.resume_from(self.checkpoint_dir)
+        return self
+
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        best = json.loads((folder / "state.json").read_text()).get("best")
+        state, tensors = self.checkpointer.restore(
+            folder, {"judge": self.judge.model}, self.optimizer, self.scheduler, ("best",) if best else (),
+            config=asdict(self.cfg), must_match=JUDGE_RESUME_MUST_MATCH)
+        self.rng.bit_generator.state = state["rng"]
+        self.curve, self.accs = list(state["curve"]), list(state["accs"])
+        self.best = (best["step"], best["score"], tensors["best"]) if best else None
+        return state
+
+    def save_checkpoint(self, step: int) -> Path:
+        best = {"step": self.best[0], "score": self.best[1]} if self.best else None
+        return self.checkpointer.save_training(
+            step, {"judge": self.judge.model}, self.optimizer, self.scheduler,
+            {"config": asdict(self.cfg), "rng": self.rng.bit_generator.state, "curve": self.curve,
+             "accs": self.accs, "best": best, "seconds": self.seconds_including_resumed()},
+            tensors={"best": self.best[2]} if self.best else None)
+
+    def batch(self, easy: bool):
+        """One step's pairs, each in both orders: (groups of images, queries, labels (True = Yes))."""
+        import torch
+
+        from steps.preferences import judge_query
+        from steps.world import dimensions_for
+
+        cfg, rng, samples, images = self.cfg, self.rng, self.samples, self.data["images"]
         firsts, seconds, sources, queries = [], [], [], []
         for _ in range(cfg.batch_size):
-            if easy and cand_pool and rng.random() < cfg.easy_candidate_share:
-                cid, path = cand_pool[int(rng.integers(len(cand_pool)))]
+            if easy and self.cand_pool and rng.random() < cfg.easy_candidate_share:
+                cid, path = self.cand_pool[int(rng.integers(len(self.cand_pool)))]
                 s = samples[cid]
                 dims = [d for d in dimensions_for(s.task, s.prompt) if d in CANDIDATE_EASY_DIMENSIONS]
                 dim = dims[int(rng.integers(len(dims)))]
                 w, lo = candidate_easy_pair(s, images[path], dim, rng)
-                task, prompt, src = s.task, s.prompt, src_of[s.id]
+                task, prompt, src = s.task, s.prompt, self.src_of[s.id]
             elif easy:
-                s, dim, w, lo = easy_item(easy_samples, rng)
-                task, prompt, src = s.task, s.prompt, src_of[s.id]
+                s, dim, w, lo = easy_item(self.easy_samples, rng)
+                task, prompt, src = s.task, s.prompt, self.src_of[s.id]
             else:
-                p = train_pairs[int(rng.integers(len(train_pairs)))]
+                p = self.train_pairs[int(rng.integers(len(self.train_pairs)))]
                 w, lo, task, dim, prompt = images[p.winner], images[p.loser], p.task, p.dimension, p.prompt
-                src = src_of[p.condition_id]
+                src = self.src_of[p.condition_id]
             q = judge_query(task, dim, prompt)
             firsts += [w, lo]
             seconds += [lo, w]
@@ -366,51 +403,70 @@ def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
             queries += [q, q]
         labels = torch.tensor([True, False] * cfg.batch_size)
         groups = [np.stack(firsts), np.stack(seconds)] + ([np.stack(sources)] if cfg.show_source else [])
+        return groups, queries, labels
+
+    def train_step(self, step: int) -> dict[str, float]:
+        from steps.recipe import optimizer_step
+
+        cfg, judge = self.cfg, self.judge
+        easy = self.rng.random() < (cfg.easy_prob_early if step < self.easy_until else cfg.easy_prob_late)
+        groups, queries, labels = self.batch(easy)
         n_adv = int(round(cfg.adv_share * cfg.batch_size)) if not easy and not cfg.show_source else 0
         if n_adv:
             groups = attacked(judge, groups, queries, n_adv, cfg.adv_rms, cfg.adv_steps)
         loss, margin = yes_no_loss(judge, groups, queries, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        curve.append(loss.item())
-        accs.append(float(((margin > 0) == labels).float().mean()))
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            log({"judge/loss": float(np.mean(curve[-cfg.log_every:])),
-                 "judge/train_accuracy": float(np.mean(accs[-cfg.log_every:])), "judge/easy_batch": float(easy)}, step)
-        if cfg.eval_every and data["heldout"] and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
-            log(heldout_metrics(judge, data, cfg.show_source), step + 1)
-        if selecting["pairs"] and ((step + 1) % cfg.select_every == 0 or step == cfg.steps - 1):
-            score = selection_score(judge, data, selecting["pairs"], cfg.show_source)
-            log({"judge/selection_agreement": score}, step + 1)
-            if best is None or score > best[1]:
-                best = (step + 1, score, {k: v.detach().clone() for k, v in judge.model.state_dict().items()})
-    judge.eval()
-    if best is not None:  # the step chosen on the selection pairs (never the held-out agreement pairs)
-        judge.model.load_state_dict(best[2])
-        selected = {"step": best[0], "selection_agreement": best[1], "n_selection_pairs": len(selecting["pairs"])}
-        log({"judge/selected_step": float(best[0])}, cfg.steps)
-    else:
-        selected = None
-    if cfg.lora_rank > 0:
-        judge.model = judge.model.merge_and_unload()
-    from steps.preferences import QUERY_TEMPLATE_VERSION
+        optimizer_step(loss, self.optimizer, self.scheduler, judge.parameters(), clip=1.0)
+        return {"loss": loss.item(), "accuracy": float(((margin > 0) == labels).float().mean()), "easy": easy}
 
-    summary = {"out_dir": cfg.out_dir, "n_train_pairs": len(train_pairs), "n_heldout_pairs": len(data["heldout"]),
-               "final_loss": float(np.mean(curve[-20:])), "seconds": time.perf_counter() - t0,
-               "query_template_version": QUERY_TEMPLATE_VERSION, "config": asdict(cfg), "loss_curve": curve,
-               "selected": selected}
-    judge.save(cfg.out_dir, record=summary)  # the record inside the one atomic write
-    return summary
+    def train(self) -> dict[str, Any]:
+
+        cfg, judge, data = self.cfg, self.judge, self.data
+        for step in progress(range(self.start_step, cfg.steps), self.name):
+            out = self.train_step(step)
+            self.curve.append(out["loss"])
+            self.accs.append(out["accuracy"])
+            if due(step, cfg.log_every, cfg.steps - 1):
+                self.log({"judge/loss": float(np.mean(self.curve[-cfg.log_every:])),
+                          "judge/train_accuracy": float(np.mean(self.accs[-cfg.log_every:])),
+                          "judge/easy_batch": float(out["easy"])}, step)
+            if cfg.eval_every and data["heldout"] and due(step + 1, cfg.eval_every, cfg.steps):
+                self.log(heldout_metrics(judge, data, cfg.show_source), step + 1)
+            if self.selecting["pairs"] and due(step + 1, cfg.select_every, cfg.steps):
+                score = selection_score(judge, data, self.selecting["pairs"], cfg.show_source)
+                self.log({"judge/selection_agreement": score}, step + 1)
+                if self.best is None or score > self.best[1]:
+                    self.best = (step + 1, score, {k: v.detach().clone() for k, v in judge.model.state_dict().items()})
+            if self.checkpointer and due(step + 1, self.checkpoint_every) and step + 1 < cfg.steps:
+                self.save_checkpoint(step + 1)
+        judge.eval()
+        if self.best is not None:  # the step chosen on the selection pairs (never the held-out agreement pairs)
+            judge.model.load_state_dict(self.best[2])
+            self.selected = {"step": self.best[0], "selection_agreement": self.best[1],
+                             "n_selection_pairs": len(self.selecting["pairs"])}
+            self.log({"judge/selected_step": float(self.best[0])}, cfg.steps)
+        if cfg.lora_rank > 0:
+            judge.model = judge.model.merge_and_unload()
+        summary = self.summary()
+        judge.save(cfg.out_dir, record=summary)  # the record inside the one atomic write
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        from steps.preferences import QUERY_TEMPLATE_VERSION
+
+        return {"out_dir": self.cfg.out_dir, "n_train_pairs": len(self.train_pairs),
+                "n_heldout_pairs": len(self.data["heldout"]), "final_loss": float(np.mean(self.curve[-20:])),
+                "seconds": self.seconds(), "query_template_version": QUERY_TEMPLATE_VERSION,
+                "config": asdict(self.cfg), "loss_curve": self.curve, "selected": self.selected}
+
+
+def train_judge(cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100) -> dict[str, Any]:
+    """Train and save the judge (`JudgeRecipe`, resuming from ``checkpoint_dir`` when it holds a checkpoint);
+    returns a summary (the agreement table is steps.judge_eval's job)."""
+    return JudgeRecipe(cfg, log, checkpoint_dir, checkpoint_every).run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse_cli(JudgeConfig, __doc__, argv)
-    summary = train_judge(cfg)
-    summary.pop("loss_curve")
-    print(json.dumps(summary, indent=2))
+    run_cli(JudgeConfig, __doc__, train_judge, argv, drop=("loss_curve",))
 
 
 if __name__ == "__main__":

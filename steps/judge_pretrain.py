@@ -28,16 +28,15 @@ every ``eval_every`` steps.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from steps.config import Profiled, field, parse_cli
+from steps.config import Profiled, field
 from steps.paths import TINY, ArtifactPaths
+from steps.recipe import Recipe, due, progress, run_cli
 
 JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
                            "warmup", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
@@ -137,8 +136,8 @@ def hard_negative_texture(shape: tuple[int, int], rng: np.random.Generator) -> n
 
 def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.ndarray] | None = None) -> np.ndarray:
     """One image of the condition: HxWx3 uint8, drawn as ``kind`` (one of VARIANTS)."""
-    from steps.judge import _blur, _outside, easy_loser
-    from steps.world import _dilate, dimensions_for
+    from steps.judge import blur, easy_loser, nothing_generated
+    from steps.world import dilate, dimensions_for
 
     t = sample.target.astype(np.float32)
     m = sample.mask > 127
@@ -147,7 +146,7 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
     elif kind == "source":
         out = sample.image.astype(np.float32)
     elif kind == "nothing":
-        out = _outside(sample).astype(np.float32)
+        out = nothing_generated(sample).astype(np.float32)
     elif kind == "corrupt":
         dims = dimensions_for(sample.task, sample.prompt)
         out = easy_loser(sample, dims[int(rng.integers(len(dims)))], rng).astype(np.float32)
@@ -155,7 +154,7 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
         out = candidates[int(rng.integers(len(candidates)))].astype(np.float32)
     elif kind == "texture":
         base = variant(sample, rng, str(rng.choice(["target", "nothing", "source", "blur"])), candidates)
-        region = _dilate(m, int(rng.integers(0, 3))) if rng.random() < 0.8 else np.ones_like(m)
+        region = dilate(m, int(rng.integers(0, 3))) if rng.random() < 0.8 else np.ones_like(m)
         alpha = float(rng.uniform(0.15, 1.0))
         out = base.astype(np.float32)
         tex = hard_negative_texture(m.shape, rng)
@@ -165,7 +164,7 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
                                                     + (["candidate"] if candidates else []))), candidates)
         out = out.astype(np.float32)
         if rng.random() < 0.5:
-            out = _blur(out, float(rng.uniform(0.5, 2.5)))
+            out = blur(out, float(rng.uniform(0.5, 2.5)))
         grey = out.mean(-1, keepdims=True)
         out = grey + (out - grey) * float(rng.uniform(0.0, 0.8))        # desaturate
         mean = out.mean((0, 1), keepdims=True)
@@ -179,11 +178,11 @@ def variant(sample, rng: np.random.Generator, kind: str, candidates: list[np.nda
             a = float(rng.uniform(0.1, 0.9))
             out[m] = (1 - a) * out[m] + a * other.astype(np.float32)[m]
         elif kind == "noise":
-            region = _dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
+            region = dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
             out[region] += rng.normal(0, rng.uniform(2, 30), (int(region.sum()), 3))
         elif kind == "blur":
-            blurred = _blur(out, float(rng.uniform(0.5, 4)))
-            region = _dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
+            blurred = blur(out, float(rng.uniform(0.5, 4)))
+            region = dilate(m, 2) if rng.random() < 0.7 else np.ones_like(m)
             out[region] = blurred[region]
         elif kind == "drift":
             out[~m] += rng.normal(0, 1, 3) * rng.uniform(3, 40) + rng.normal(0, rng.uniform(0, 10), out[~m].shape)
@@ -384,48 +383,62 @@ def load_candidates(path: str) -> dict[str, list[np.ndarray]] | None:
     return out
 
 
-def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
-    import torch
-    from tqdm import tqdm
+class JudgePretrainRecipe(Recipe):
+    """The judge foundation: setup -> train (checkpoints every ``checkpoint_every`` steps, exact resume) ->
+    the saved judge and its summary (steps/recipe.py)."""
 
-    from steps.io import atomic_write_json
-    from steps.models.judge import Judge, spec_for
-    from steps.runtime import setup
-    from steps.training import Checkpoints, adamw, check_resume, load_module, module_tensors, step_rng
+    name = "judge foundation"
 
-    setup(threads=cfg.threads)
-    log = log or (lambda metrics, step: None)
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    spec = spec_for(cfg.profile)
-    train, held_samples = _samples(cfg, spec.image_size)
-    candidates = load_candidates(cfg.candidates)
-    held = heldout_pairs(held_samples, cfg, candidates)
-    judge = Judge.load(cfg.init_dir) if cfg.init_dir else Judge.build(spec, seed=cfg.seed)
-    judge.train()
-    opt, sched = adamw(judge.parameters(), cfg.lr, 0.01, min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
-    ckpt = Checkpoints(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    latest = ckpt.latest() if ckpt else None
-    state: dict[str, Any] = {"step": 0, "curve": [], "evals": [], "seconds": 0.0}
-    if latest is not None:
-        tensors, objects, state = ckpt.load(latest, ["judge"], ["optimizer", "scheduler"])
-        check_resume(latest, state.get("config"), asdict(cfg), JUDGE_RESUME_MUST_MATCH)
-        load_module(judge.model, tensors["judge"])
-        opt.load_state_dict(objects["optimizer"])
-        sched.load_state_dict(objects["scheduler"])
-        print(f"judge foundation: resuming from {latest} (step {state['step']})", flush=True)
-    curve, evals = list(state["curve"]), list(state["evals"])
-    elapsed = float(state.get("seconds", 0.0))
-    n_adv = int(round(cfg.adv_share * cfg.batch_size)) if cfg.adv_steps and cfg.adv_rms > 0 else 0
-    for step in tqdm(range(state["step"], cfg.steps), desc="judge foundation", unit="step", mininterval=5,
-                     initial=state["step"], total=cfg.steps):
+    def setup(self) -> JudgePretrainRecipe:
+        import torch
+
+        from steps.models.judge import Judge, spec_for
+        from steps.runtime import setup
+        from steps.training import adamw
+
+        cfg = self.cfg
+        setup(threads=cfg.threads)
+        torch.manual_seed(cfg.seed)
+        spec = spec_for(cfg.profile)
+        self.samples, held_samples = _samples(cfg, spec.image_size)
+        self.candidates = load_candidates(cfg.candidates)
+        self.held = heldout_pairs(held_samples, cfg, self.candidates)
+        self.judge = Judge.load(cfg.init_dir) if cfg.init_dir else Judge.build(spec, seed=cfg.seed)
+        self.judge.train()
+        self.optimizer, self.scheduler = adamw(self.judge.parameters(), cfg.lr, 0.01,
+                                               min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
+        self.curve, self.evals, self.metrics = [], [], {}
+        self.resume_from(cfg.checkpoint_dir)
+        return self
+
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        state, _ = self.checkpointer.restore(folder, {"judge": self.judge.model}, self.optimizer, self.scheduler,
+                                             config=asdict(self.cfg), must_match=JUDGE_RESUME_MUST_MATCH)
+        self.curve, self.evals = list(state["curve"]), list(state["evals"])
+        return state
+
+    def save_checkpoint(self, step: int) -> Path:
+        return self.checkpointer.save_training(
+            step, {"judge": self.judge.model}, self.optimizer, self.scheduler,
+            {"config": asdict(self.cfg), "curve": self.curve, "evals": self.evals,
+             "seconds": self.seconds_including_resumed()})
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimizer step on the pairs of ``step_rng(seed, 3, step)``; the step's loss and train accuracy."""
+        import torch
+
+        from steps.recipe import optimizer_step
+        from steps.training import step_rng
+
+        cfg, judge = self.cfg, self.judge
         rng = step_rng(cfg.seed, 3, step)
         early = step < cfg.anchor_fraction * cfg.steps
         anchor = cfg.anchor_prob_early if early else cfg.anchor_prob_late
-        firsts, seconds, queries, labels, picked, dims = pair_batch(train, rng, cfg.batch_size, cfg, candidates,
-                                                                    anchor)
+        firsts, seconds, queries, labels, picked, dims = pair_batch(self.samples, rng, cfg.batch_size, cfg,
+                                                                    self.candidates, anchor)
         first, second, p = to_float(firsts), to_float(seconds), torch.as_tensor(labels)
         source = to_float(sources_of(picked)) if cfg.show_source else None
+        n_adv = int(round(cfg.adv_share * cfg.batch_size)) if cfg.adv_steps and cfg.adv_rms > 0 else 0
         if n_adv and not early:  # the last n_adv pairs: attacked, re-scored by the world, trained with the true answer
             a, b = adversarial_images(judge, first[-n_adv:], second[-n_adv:], queries[-n_adv:], p[-n_adv:],
                                       cfg.adv_rms, cfg.adv_steps,
@@ -433,42 +446,53 @@ def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
             first, second = torch.cat([first[:-n_adv], a]), torch.cat([second[:-n_adv], b])
             p = torch.cat([p[:-n_adv], rescore(a, b, picked[-n_adv:], dims[-n_adv:], cfg.label_temperature)])
         loss, margin = soft_yes_no_loss(judge, first, second, queries, p, source)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        curve.append(loss.item())
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            decided = (p - 0.5).abs() > 0.1
-            acc = float(((margin > 0) == (p > 0.5))[decided].float().mean()) if decided.any() else float("nan")
-            log({"pretrain/loss": float(np.mean(curve[-cfg.log_every:])), "pretrain/train_accuracy": acc,
-                 "pretrain/lr": sched.get_last_lr()[0]}, step)
-        done = step + 1
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            metrics = evaluate_pairs(judge, held, show_source=cfg.show_source)
-            evals.append({"step": done, **metrics})
-            log(metrics, done)
-        if ckpt and done % cfg.checkpoint_every == 0:
-            ckpt.save(done, {"judge": module_tensors(judge.model)},
-                      {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-                      {"step": done, "config": asdict(cfg), "curve": curve, "evals": evals,
-                       "seconds": elapsed + time.perf_counter() - t0})
-    judge.eval()
-    metrics = evaluate_pairs(judge, held, show_source=cfg.show_source)
-    metrics["pretrain/final_loss"] = float(np.mean(curve[-50:]))
-    evals.append({"step": cfg.steps, **metrics})
-    log(metrics, cfg.steps)
-    # how the judge must be asked (steps.models.judge.training_record); fine-tuning keeps it
-    judge.save(cfg.out_dir, record={"foundation": True, "config": {"show_source": True}} if cfg.show_source else None)
-    summary = {"out_dir": cfg.out_dir, "metrics": metrics, "evals": evals, "n_heldout_pairs": len(held[2]),
-               "judge_params": judge.num_parameters(), "final_loss": metrics["pretrain/final_loss"],
-               "seconds": time.perf_counter() - t0, "seconds_including_resumed": elapsed + time.perf_counter() - t0,
-               "config": asdict(cfg)}
-    report = Path(cfg.out_dir).parent / f"{Path(cfg.out_dir).name}_report"
-    summary["artifacts"] = [str(curves_plot(curve, evals, report / "judge_foundation.png"))]
-    atomic_write_json(report / "pretraining.json", summary)
-    return summary
+        optimizer_step(loss, self.optimizer, self.scheduler, judge.parameters(), clip=1.0)
+        decided = (p - 0.5).abs() > 0.1
+        acc = float(((margin > 0) == (p > 0.5))[decided].float().mean()) if decided.any() else float("nan")
+        return {"loss": loss.item(), "train_accuracy": acc}
+
+    def train(self) -> dict[str, Any]:
+        from steps.io import atomic_write_json
+
+        cfg, judge = self.cfg, self.judge
+        for step in progress(range(self.start_step, cfg.steps), self.name):
+            out = self.train_step(step)
+            self.curve.append(out["loss"])
+            if due(step, cfg.log_every, cfg.steps - 1):
+                self.log({"pretrain/loss": float(np.mean(self.curve[-cfg.log_every:])),
+                          "pretrain/train_accuracy": out["train_accuracy"],
+                          "pretrain/lr": self.scheduler.get_last_lr()[0]}, step)
+            done = step + 1
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                metrics = evaluate_pairs(judge, self.held, show_source=cfg.show_source)
+                self.evals.append({"step": done, **metrics})
+                self.log(metrics, done)
+            if self.checkpointer and done % cfg.checkpoint_every == 0:
+                self.save_checkpoint(done)
+        judge.eval()
+        self.metrics = evaluate_pairs(judge, self.held, show_source=cfg.show_source)
+        self.metrics["pretrain/final_loss"] = float(np.mean(self.curve[-50:]))
+        self.evals.append({"step": cfg.steps, **self.metrics})
+        self.log(self.metrics, cfg.steps)
+        # how the judge must be asked (steps.models.judge.training_record), inside the one atomic write;
+        # fine-tuning keeps it
+        judge.save(cfg.out_dir, record={"foundation": True, "config": {"show_source": True}} if cfg.show_source else None)
+        summary = self.summary()
+        report = Path(cfg.out_dir).parent / f"{Path(cfg.out_dir).name}_report"
+        summary["artifacts"] = [str(curves_plot(self.curve, self.evals, report / "judge_foundation.png"))]
+        atomic_write_json(report / "pretraining.json", summary)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        return {"out_dir": self.cfg.out_dir, "metrics": self.metrics, "evals": self.evals,
+                "n_heldout_pairs": len(self.held[2]), "judge_params": self.judge.num_parameters(),
+                "final_loss": self.metrics.get("pretrain/final_loss"), "seconds": self.seconds(),
+                "seconds_including_resumed": self.seconds_including_resumed(), "config": asdict(self.cfg)}
+
+
+def pretrain_judge(cfg: JudgePretrainConfig, log=None) -> dict[str, Any]:
+    """Run `JudgePretrainRecipe` (resuming from ``cfg.checkpoint_dir``); returns its summary."""
+    return JudgePretrainRecipe(cfg, log).run()
 
 
 def curves_plot(curve: list[float], evals: list[dict], path: Path) -> Path:
@@ -498,10 +522,7 @@ def curves_plot(curve: list[float], evals: list[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse_cli(JudgePretrainConfig, __doc__, argv)
-    summary = pretrain_judge(cfg)
-    summary.pop("evals")
-    print(json.dumps(summary, indent=2))
+    run_cli(JudgePretrainConfig, __doc__, pretrain_judge, argv, drop=("evals",))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from steps.config import Profiled, field, parse_cli
 from steps.paths import TINY, ArtifactPaths, PolicyLayout
+from steps.recipe import Recipe, due, progress
 
 if TYPE_CHECKING:
     import torch
@@ -186,13 +187,14 @@ class RLConfig(Profiled):
                     eval_dir=str(paths.validation), out_dir=str(paths.policy_root))
 
 
-class OneRewardRecipe:
-    """setup -> train -> save, torchtune style. ``log(metrics, step)`` and ``log_artifact(path)`` are
+class OneRewardRecipe(Recipe):
+    """setup -> train -> save (steps/recipe.py). ``log(metrics, step)`` and ``log_artifact(path)`` are
     called on the main process only (no-ops by default)."""
 
+    name = "rl"
+
     def __init__(self, cfg: RLConfig, log=None, log_artifact=None):
-        self.cfg = cfg
-        self.log = log or (lambda metrics, step: None)
+        super().__init__(cfg, log)
         self.log_artifact = log_artifact or (lambda path: None)
         layout = PolicyLayout(Path(cfg.out_dir), cfg.reference)
         self.model_dir, self.ckpt_root = layout.model, layout.checkpoints
@@ -207,7 +209,7 @@ class OneRewardRecipe:
 
         from steps.datasets import load_samples
         from steps.rl_guard import RewardHackingGuard
-        from steps.rl_utils import ConditionBank, latest_checkpoint
+        from steps.rl_rollout import ConditionBank
         from steps.runtime import setup
 
         cfg = self.cfg
@@ -231,11 +233,9 @@ class OneRewardRecipe:
         if cfg.guard_every:
             heldout = load_samples(cfg.eval_dir, limit_per_task=cfg.guard_per_task)
             self.heldout = ConditionBank(self.pipe, heldout)
-        self.start_step, self.history, self.guard_base, self.last_batch = 0, [], None, None
-        ckpt = latest_checkpoint(self.ckpt_root) if cfg.resume else None
-        if ckpt is not None:
-            self.load_checkpoint(ckpt)
-        elif self.heldout is not None:
+        self.history, self.guard_base, self.last_batch = [], None, None
+        self.start_step = self.resume() if cfg.resume else 0
+        if not self.start_step and self.heldout is not None:
             self.guard_base = self.generate_heldout()  # the policy IS the base before any update
             self.guard_step(0)
         return self
@@ -245,10 +245,12 @@ class OneRewardRecipe:
         import torch
         from accelerate.utils import DistributedType
 
+        from steps.checkpoints import Checkpointer
         from steps.models.judge import Judge
         from steps.models.policy import freeze_for_rl, load_fill_pipeline
+        from steps.rl_policy import EmaWeights, ModuleCall, add_lora, trainable
         from steps.rl_reward import PairJudge
-        from steps.rl_utils import CheckpointWriter, EmaWeights, ModuleCall, add_lora, trainable
+        from steps.training import adamw
 
         cfg, acc = self.cfg, self.accelerator
         dtype = getattr(torch, cfg.dtype)
@@ -279,27 +281,25 @@ class OneRewardRecipe:
             self.judge.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
             self.judge.model.train()  # transformers checkpoints in train mode only; Qwen has no dropout
 
-        params = trainable(transformer).values()
-        # fused: one kernel for all tensors (bench/rl_step.py: the CPU for-each-tensor default is ~3x slower)
-        fused = acc.device.type in ("cpu", "cuda")
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-        warmup = lambda s: min(1.0, (s + 1) / (cfg.warmup + 1))  # noqa: E731 - linear warmup, then constant
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
+        # fused: one kernel for all tensors (bench/rl_step.py: the CPU for-each-tensor default is ~3x slower);
+        # linear warmup, then constant
+        optimizer, self.scheduler = adamw(trainable(transformer).values(), cfg.lr, cfg.weight_decay, cfg.warmup,
+                                          schedule="constant", fused=acc.device.type in ("cpu", "cuda"))
         self.policy, self.optimizer = acc.prepare(transformer, optimizer)
         self.params = trainable(acc.unwrap_model(self.policy))
         self.policy_forward = ModuleCall(self.policy, transformer.config)
         self.ema = EmaWeights(self.params, cfg.ema_tau)
         self.sharded = acc.distributed_type == DistributedType.FSDP
-        self.writer = CheckpointWriter(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
-                                       keep=cfg.keep_checkpoints, sharded=self.sharded)
+        self.checkpointer = Checkpointer(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+                                   keep=cfg.keep_checkpoints, sharded=self.sharded)
         # the weights of the best held-out evaluation, outside the rotation (one folder, replaced on a new best)
-        self.best_writer = CheckpointWriter(self.best_root, self.rank, acc.num_processes, acc.wait_for_everyone,
-                                            keep=1, sharded=self.sharded)
+        self.best_writer = Checkpointer(self.best_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+                                        keep=1, sharded=self.sharded)
 
     @contextlib.contextmanager
     def reference(self):
         """The transformer that makes the reference image (see the module docstring)."""
-        from steps.rl_utils import adapters_disabled
+        from steps.rl_policy import adapters_disabled
 
         if self.cfg.reference == "dynamic":
             with self.ema.applied(self.params):
@@ -313,7 +313,7 @@ class OneRewardRecipe:
     @contextlib.contextmanager
     def base_model(self):
         """The frozen base transformer (the anchor): adapter-disabled policy (LoRA) or the kept copy."""
-        from steps.rl_utils import adapters_disabled
+        from steps.rl_policy import adapters_disabled
 
         if self.cfg.lora_rank:
             with adapters_disabled(self.accelerator.unwrap_model(self.policy)):
@@ -323,18 +323,15 @@ class OneRewardRecipe:
 
     # ------------------------------------------------------------------ train
     def train(self) -> dict[str, Any]:
-        from tqdm import tqdm
-
-        from steps.rl_utils import save_sample_grid
+        from steps.rl_report import save_sample_grid
 
         cfg = self.cfg
-        bar = tqdm(range(self.start_step + 1, cfg.steps + 1), desc=f"rl ({cfg.reference})", unit="step",
-                   mininterval=5, disable=not self.is_main)
-        for step in bar:
+        for step in progress(range(self.start_step + 1, cfg.steps + 1), f"rl ({cfg.reference})",
+                             disable=not self.is_main):
             metrics = self.train_step(step)
             self.history.append({"step": step, **{k: v for k, v in metrics.items() if "/" in k},
                                  "step_seconds": metrics["step_seconds"]})
-            if self.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
+            if self.is_main and due(step, cfg.log_every, cfg.steps):
                 self.log(metrics, step)
             if self.is_main and cfg.sample_every and step % cfg.sample_every == 0:
                 grid = self.report_dir / "grids" / f"step_{step:07d}.png"
@@ -354,7 +351,7 @@ class OneRewardRecipe:
 
     def train_step(self, step: int) -> dict[str, float]:
         from steps.rl_reward import onereward_loss, stats_to_metrics
-        from steps.rl_utils import draw_step, judge_source, paste_back, pixels, rollout
+        from steps.rl_rollout import draw_step, judge_source, paste_back, pixels, rollout
 
         cfg, acc = self.cfg, self.accelerator
         t0 = time.perf_counter()
@@ -462,7 +459,7 @@ class OneRewardRecipe:
             raise RewardHackingError(message)
 
     def best_note(self) -> str:
-        from steps.rl_utils import checkpoint_dir
+        from steps.checkpoints import checkpoint_dir
 
         best = self.guard.best
         if not best or not best["step"]:
@@ -478,22 +475,22 @@ class OneRewardRecipe:
         objects = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         state = {"step": step, "config": self.cfg.params(), "guard": self.guard.state_dict(),
                  "history": self.history}
-        return self.writer.save(step, tensors, objects, state)
+        return self.checkpointer.save(step, tensors, objects, state)
 
-    def load_checkpoint(self, folder: Path) -> None:
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        """Weights, EMA, optimizer, scheduler, RNG, guard and history from a checkpoint folder."""
         import torch
 
+        from steps.checkpoints import check_resume
+
         names = ["policy", "ema"] + (["guard_base"] if self.heldout is not None else [])
-        base_file = folder / f"guard_base{self.writer.suffix()}.safetensors"
+        base_file = folder / f"guard_base{self.checkpointer.suffix()}.safetensors"
         if self.heldout is not None and not base_file.is_file():
             raise ValueError(f"{folder}: written with the guard off; resume with guard_every=0 "
                              "or use a new out_dir")
-        tensors, objects, state = self.writer.load(folder, names, ["optimizer", "scheduler"])
-        changed = [k for k in RESUME_MUST_MATCH if state["config"].get(k) != self.cfg.params()[k]]
-        if changed:
-            was = {k: state["config"].get(k) for k in changed}
-            raise ValueError(f"{folder}: cannot resume, config field(s) {changed} differ from the "
-                             f"checkpoint's ({was}); use a new out_dir or resume=false")
+        tensors, objects, state = self.checkpointer.load(folder, names, ["optimizer", "scheduler"])
+        check_resume(folder, state["config"], self.cfg.params(), RESUME_MUST_MATCH,
+                     "use a new out_dir or resume=false")
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(tensors["policy"][n])
@@ -502,7 +499,8 @@ class OneRewardRecipe:
         self.scheduler.load_state_dict(objects["scheduler"])
         self.guard.load_state_dict(state["guard"])
         self.guard_base = tensors.get("guard_base")
-        self.start_step, self.history = int(state["step"]), list(state["history"])
+        self.history = list(state["history"])
+        return state
 
     def param_checksums(self) -> list[float]:
         """Sum of |trainable params| on every rank (DDP keeps them identical)."""
@@ -517,7 +515,7 @@ class OneRewardRecipe:
         import torch
 
         from steps.models.policy import load_spec, save_pipeline
-        from steps.rl_utils import add_lora, merge_lora
+        from steps.rl_policy import add_lora, merge_lora
 
         acc, cfg = self.accelerator, self.cfg
         checksums = self.param_checksums()
@@ -551,14 +549,14 @@ class OneRewardRecipe:
         import torch
         from safetensors.torch import load_file
 
-        from steps.rl_utils import checkpoint_dir
+        from steps.checkpoints import checkpoint_dir
 
         last = self.history[-1]["step"] if self.history else self.cfg.steps
         best = self.guard.best
         if self.cfg.release == "last" or not self.cfg.guard_every:
             return {"rule": self.cfg.release, "step": last, "note": "the last step's EMA weights"}
         folder = checkpoint_dir(self.best_root, best.get("step", 0))
-        files = sorted(folder.glob(f"ema{self.writer.suffix()}.safetensors"))
+        files = sorted(folder.glob(f"ema{self.checkpointer.suffix()}.safetensors"))
         if self.sharded or not best or not files:
             return {"rule": "best_validation", "step": last,
                     "note": f"best step {best.get('step')} not loadable here ({folder}): the last step's EMA weights"}
@@ -571,20 +569,23 @@ class OneRewardRecipe:
         return {"rule": "best_validation", "step": int(best["step"]), "validation_signal": best["score"],
                 "note": f"the EMA weights of step {best['step']}, the best mean truth on the validation split"}
 
-    def write_summary(self, status: str, **extra: Any) -> None:
-        from steps.io import atomic_write_json
-        from steps.rl_utils import summarise
+    def summary(self, status: str = "finished", **extra: Any) -> dict[str, Any]:
+        from steps.rl_report import summarise
 
         released = "EMA (LoRA merged)" if self.cfg.lora_rank else "EMA"
-        atomic_write_json(self.report_dir / "summary.json", {
-            "status": status, "model_dir": str(self.model_dir), "reference": self.cfg.reference,
-            "released_weights": released, **summarise(self.history), "guard": self.guard.state_dict(),
-            "world_size": self.accelerator.num_processes, "config": self.cfg.params(),
-            "best_heldout": self.best_heldout(), **extra})
+        return {"status": status, "model_dir": str(self.model_dir), "reference": self.cfg.reference,
+                "released_weights": released, **summarise(self.history), "guard": self.guard.state_dict(),
+                "world_size": self.accelerator.num_processes, "config": self.cfg.params(),
+                "best_heldout": self.best_heldout(), **extra}
+
+    def write_summary(self, status: str, **extra: Any) -> None:
+        from steps.io import atomic_write_json
+
+        atomic_write_json(self.report_dir / "summary.json", self.summary(status, **extra))
 
     def best_heldout(self) -> dict[str, Any]:
         """The guard's best evaluation: step, mean held-out signal, and the folder with its weights (if any)."""
-        from steps.rl_utils import checkpoint_dir
+        from steps.checkpoints import checkpoint_dir
 
         best = dict(self.guard.best)
         if best.get("step"):
@@ -626,7 +627,7 @@ def main(argv: list[str] | None = None) -> None:
         from steps.tracking import Tracker
 
         tracker = Tracker(os.environ.get("MLFLOW_TRACKING_URI"))
-        log = lambda metrics, step: tracker.log_metrics(args.mlflow_run_id, metrics, step)  # noqa: E731
+        log = tracker.metrics_logger(args.mlflow_run_id)
         log_artifact = lambda path: tracker.log_artifact(args.mlflow_run_id, path, "rl_grids")  # noqa: E731
     summary = train(cfg, log, log_artifact)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -120,3 +120,7 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def metrics_logger(self, run_id: str):
+        """The recipes' metrics callback ``log(metrics, step)`` (steps/recipe.py) for ``run_id``."""
+        return lambda metrics, step: self.log_metrics(run_id, metrics, step)

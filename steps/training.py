@@ -1,5 +1,6 @@
-"""Pieces every training loop shares: the learning-rate schedule, per-step random draws, resumable checkpoints
-and the world pool that foundation training draws from.
+"""Pieces every training loop shares: the optimizer and its learning-rate schedules, per-step random draws
+and the world pool that foundation training draws from (the recipe shape: steps/recipe.py; checkpoints:
+steps/checkpoints.py).
 
 Resume is exact on CPU because nothing random is carried from one step to the next: every step draws its
 batch and noise from ``step_rng(seed, phase, step)``, so a checkpoint needs only the weights, the optimizer,
@@ -9,10 +10,7 @@ the scheduler and the step number.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -49,55 +47,22 @@ def world_pool(size: int, n: int, seed: int = 0, offset: int = FOUNDATION_INDEX_
     return generate(WorldConfig(size=size, seed=seed, text_fraction=text_fraction), n, start=offset)
 
 
-class Checkpoints:
-    """Atomic, rotated checkpoints of one training run under ``root`` (safetensors + optimizer + step).
+def warmup_constant(warmup: int) -> Callable[[int], float]:
+    """Linear warmup over ``warmup + 1`` steps, then 1 (the RL schedule, a `LambdaLR` factor)."""
 
-    ``save(step, tensors, objects, state)``: tensors are {group: {name: tensor}}, objects go through
-    torch.save (optimizer/scheduler state dicts, loaded back with weights_only=True), state is JSON.
-    """
+    def f(step: int) -> float:
+        return min(1.0, (step + 1) / (warmup + 1))
 
-    def __init__(self, root: str | os.PathLike, keep: int = 2):
-        from steps.rl_utils import CheckpointWriter
-
-        self.root = Path(root)
-        self.writer = CheckpointWriter(self.root, rank=0, world_size=1, barrier=lambda: None, keep=keep)
-
-    def latest(self) -> Path | None:
-        from steps.rl_utils import latest_checkpoint
-
-        return latest_checkpoint(self.root) if self.root.is_dir() else None
-
-    def save(self, step: int, tensors: dict[str, dict[str, Any]], objects: dict[str, Any],
-             state: dict[str, Any]) -> Path:
-        return self.writer.save(step, tensors, objects, state)
-
-    def load(self, folder: Path, tensor_names: list[str], object_names: list[str]):
-        return self.writer.load(folder, tensor_names, object_names)
+    return f
 
 
-def check_resume(folder: Path, saved: dict[str, Any] | None, current: dict[str, Any], fields: tuple[str, ...]) -> None:
-    """Refuse to resume a checkpoint written with other values of ``fields`` (the schedule, the data)."""
-    if not saved:
-        return
-    changed = {k: (saved.get(k), current.get(k)) for k in fields if saved.get(k) != current.get(k)}
-    if changed:
-        raise ValueError(f"{folder}: cannot resume, config field(s) differ from the checkpoint's "
-                         f"(checkpoint, now): {changed}; use another checkpoint_dir or delete {folder.parent}")
-
-
-def module_tensors(module) -> dict[str, Any]:
-    return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-
-
-def load_module(module, tensors: dict[str, Any]) -> None:
-    missing, unexpected = module.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-def adamw(params, lr: float, weight_decay: float, warmup: int, total: int):
-    """AdamW with the shared warmup + cosine schedule: (optimizer, scheduler)."""
+def adamw(params, lr: float, weight_decay: float, warmup: int, total: int = 0, schedule: str = "cosine",
+          fused: bool = False):
+    """AdamW with one of the shared schedules: (optimizer, scheduler). ``schedule``: cosine (`lr_lambda`:
+    warmup, then cosine decay to 0 at ``total``) | constant (`warmup_constant`). ``fused``: one kernel for all
+    tensors (CPU, CUDA)."""
     import torch
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total))
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
+    factor = lr_lambda(warmup, total) if schedule == "cosine" else warmup_constant(warmup)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -369,7 +369,8 @@ def shows_colour(image: np.ndarray, background: np.ndarray, colour: str) -> np.n
     return (d <= d_pal.min(-1)) & (d < np.linalg.norm(image - background, axis=-1)) & (d < COLOUR_MAX_DIST)
 
 
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """``mask`` (bool HxW) grown by ``r`` pixels in every direction (a (2r+1)-square dilation)."""
     padded = np.pad(mask, r)
     h, w = mask.shape
     out = np.zeros_like(mask)
@@ -386,8 +387,8 @@ def _abs_laplacian(gray: np.ndarray) -> np.ndarray:
 
 def aesthetics_score(cand: np.ndarray, src: np.ndarray, tgt: np.ndarray, inside: np.ndarray) -> float:
     """The aesthetics formula of the module docstring; images float in [0, 1], ``inside``: HxW bool."""
-    region = _dilate(inside, 2)
-    ring = _dilate(inside, 2 + AESTHETICS_RING) & ~region
+    region = dilate(inside, 2)
+    ring = dilate(inside, 2 + AESTHETICS_RING) & ~region
     if not ring.any():
         ring = ~region if (~region).any() else region
     lap_c, lap_s, lap_t = (_abs_laplacian(_gray(x)) for x in (cand, src, tgt))

@@ -66,7 +66,7 @@ def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: st
     tracker, run_id = mlflow.start_run(context, project.profile, name, tags)
     tracker.log_params(run_id, params)
     try:
-        result = fn(lambda metrics, step: tracker.log_metrics(run_id, metrics, step))
+        result = fn(tracker.metrics_logger(run_id))
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise

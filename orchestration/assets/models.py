@@ -64,7 +64,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
     cfg = base_model_config(project, config)
     tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
     tracker.log_params(run_id, {k: v for k, v in vars(cfg).items()})
-    result = __import__("steps.base", fromlist=["pretrain"]).pretrain(cfg, log=lambda m, s: tracker.log_metrics(run_id, m, s))
+    result = __import__("steps.base", fromlist=["pretrain"]).pretrain(cfg, log=tracker.metrics_logger(run_id))
     for name, table in (("base", result["quality"]), ("untrained", result["init_quality"]), ("telea", result["telea_quality"])):
         tracker.log_metrics(run_id, {f"world_score/{name}/{k}": v for k, v in table.items()})
     for path in [*result["grids"], result["loss_plot"], result["report"]]:

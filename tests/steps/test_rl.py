@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
+from steps.checkpoints import latest_checkpoint
 from steps.rl import OneRewardRecipe, RewardHackingError, RLConfig, main, train
-from steps.rl_utils import draw_step, latest_checkpoint, rollout
+from steps.rl_rollout import draw_step, rollout
 
 REPO = Path(__file__).resolve().parents[2]
 FILL_ONLY = dict(fill_prob=1.0, extend_prob=0.0, removal_prob=0.0)
@@ -459,7 +460,7 @@ def test_judge_must_be_queried_as_trained(smoke, tmp_path):
 
 
 def test_rl_shows_the_judge_the_same_masked_source_as_training():
-    from steps.rl_utils import judge_source
+    from steps.rl_rollout import judge_source
     from steps.vocabulary import masked_source
     from steps.world import WorldConfig, make_sample
 
