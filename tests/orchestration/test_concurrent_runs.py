@@ -29,8 +29,8 @@ RUN_TIMEOUT_S = 1200
 
 
 def smoke_checkout(tmp_path: Path) -> dict[str, str]:
-    """A throwaway checkout (DVC project with the smoke params), Dagster home and MLflow store: the env to run in."""
-    smoke = yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]["smoke"]
+    """A throwaway checkout (DVC project with the smoke datasets section), Dagster home and MLflow store: the env to run in."""
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())["datasets"]
     project = make_dvc_project(tmp_path / "project", smoke)
     home = tmp_path / "dagster_home"
     home.mkdir()
