@@ -20,7 +20,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 MLFLOW_URI ?= sqlite:///$(abspath mlflow/mlflow.db)
 # Label Studio lives in its own venv: its pins (Django, boto, ...) clash with the project's. Pinned; keep in
-# step with LABEL_STUDIO_VERSION in steps/labelstudio.py (the export format and API calls were checked on it).
+# step with LABEL_STUDIO_VERSION in steps/judge/labelstudio.py (the export format and API calls were checked on it).
 LS_VENV := .venv-labelstudio
 LABEL_STUDIO_VERSION := 1.23.2
 LS_PORT ?= 8080
@@ -44,7 +44,7 @@ $(LS_VENV)/.installed:
 labelstudio: $(LS_VENV)/.installed  ## Label Studio in its own venv (the round-trip tests and `make annotate` use it)
 
 annotate: setup labelstudio  ## Label Studio on 127.0.0.1:$(LS_PORT) with a project of data/$(PROFILE)/candidates
-	python -m steps.labelstudio serve --candidates "$$(python -m steps.paths candidates)" \
+	python -m steps.judge.labelstudio serve --candidates "$$(python -m steps.paths candidates)" \
 	  --train "$$(python -m steps.paths train)" --port $(LS_PORT)
 
 setup: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Shared pieces of the CPU benchmark scripts (bench/rl_step.py, bench/throughput.py).
+"""Shared pieces of the CPU benchmark scripts (bench/rl/rl_step.py, bench/judge/throughput.py).
 
 - `machine`: what a figure was measured on (date, cores, CPU model, torch threads and version);
 - `matmul_rate`: this machine's fp32 matmul FLOP/s, measured in the same process as the figures it rates;

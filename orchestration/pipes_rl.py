@@ -1,4 +1,4 @@
-"""Child side of the `policy` asset: runs the steps.rl recipe under Dagster Pipes.
+"""Child side of the `policy` asset: runs the steps.rl.train recipe under Dagster Pipes.
 
 Launched by the asset as ``accelerate launch [...] -m orchestration.pipes_rl`` (its own process, on GPUs
 in production). The RLConfig and the MLflow run id come in as Pipes extras; the main process streams
@@ -13,7 +13,7 @@ from dagster_pipes import open_dagster_pipes
 
 def main() -> None:
     from steps.config import from_dict
-    from steps.rl import RLConfig, train
+    from steps.rl.train import RLConfig, train
     from steps.tracking import Tracker
 
     main_process = int(os.environ.get("RANK", "0")) == 0

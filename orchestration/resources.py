@@ -28,7 +28,7 @@ class ProjectResource(dg.ConfigurableResource):
     def solo_threads(self) -> int:
         """torch threads for steps that run ALONE in the graph (candidates, judge, agreement, competitors,
         benchmark): every core, up to 4. Steps that run side by side (base_model with judge_pretrain, the two
-        RL variants) keep one thread each. Measured on 2 cores (bench/threads.py): a judge training step 1.35x faster with 2 threads."""
+        RL variants) keep one thread each. Measured on 2 cores (bench/judge/threads.py): a judge training step 1.35x faster with 2 threads."""
         return max(1, min(os.cpu_count() or 1, 4))
 
     def gate_tags(self) -> dict[str, str]:
@@ -84,17 +84,17 @@ class DvcResource(dg.ConfigurableResource):
     root: str = str(REPO_ROOT)
 
     def repro(self, stage: str) -> bool:
-        from steps.versioning import repro
+        from steps.data.versioning import repro
 
         return repro(self.root, stage)
 
     def add(self, path: str) -> str:
-        from steps.versioning import add
+        from steps.data.versioning import add
 
         return add(self.root, path)
 
     def out_hashes(self, stage: str) -> dict[str, str]:
-        from steps.versioning import stage_out_hashes
+        from steps.data.versioning import stage_out_hashes
 
         return stage_out_hashes(self.root, stage)
 

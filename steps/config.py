@@ -40,21 +40,21 @@ CONFIG_DIR_ENV = "ONEREWARD_CONFIG_DIR"  # another folder of <profile>.yaml file
 
 # Section of configs/<profile>.yaml -> the dataclass it configures.
 SECTIONS = {
-    "datasets": "steps.datasets:DatasetConfig",
-    "base": "steps.base:BaseConfig",
-    "judge_pretrain": "steps.judge_pretrain:JudgePretrainConfig",
-    "candidates": "steps.candidates:CandidatesConfig",
-    "annotate": "steps.annotate:AnnotateConfig",
-    "judge": "steps.judge:JudgeConfig",
-    "agreement": "steps.judge_eval:AgreementConfig",
-    "rl": "steps.rl:RLConfig",
-    "competitors": "steps.competitors:CompetitorsConfig",
-    "benchmark": "steps.benchmark:BenchmarkConfig",
-    "foundations": "steps.foundations:FoundationsConfig",
+    "datasets": "steps.data.datasets:DatasetConfig",
+    "base": "steps.foundations.base_pretrain:BaseConfig",
+    "judge_pretrain": "steps.foundations.judge_pretrain:JudgePretrainConfig",
+    "candidates": "steps.judge.candidates:CandidatesConfig",
+    "annotate": "steps.judge.annotate:AnnotateConfig",
+    "judge": "steps.judge.train:JudgeConfig",
+    "agreement": "steps.judge.agreement:AgreementConfig",
+    "rl": "steps.rl.train:RLConfig",
+    "competitors": "steps.evaluation.competitors:CompetitorsConfig",
+    "benchmark": "steps.evaluation.benchmark:BenchmarkConfig",
+    "foundations": "steps.foundations.job:FoundationsConfig",
     # the foundation job's models: layered over the `base` / `judge_pretrain` sections
-    "foundation_base": "steps.base:BaseConfig",
-    "foundation_judge": "steps.judge_pretrain:JudgePretrainConfig",
-    "foundation_judge2": "steps.judge_pretrain:JudgePretrainConfig",
+    "foundation_base": "steps.foundations.base_pretrain:BaseConfig",
+    "foundation_judge": "steps.foundations.judge_pretrain:JudgePretrainConfig",
+    "foundation_judge2": "steps.foundations.judge_pretrain:JudgePretrainConfig",
 }
 
 

@@ -7,7 +7,7 @@ the image's size, 255 = region to generate, 0 = keep.
 
 ``inspect_manifest`` turns every line into a row of facts (sizes, readability, mask statistics ...) and a
 list of problems; ``read_manifest`` raises :class:`ManifestError` naming file, line and field for every
-problem; the Great Expectations suites (steps/validation.py) run over the same facts, so the strict
+problem; the Great Expectations suites (steps/data/validation.py) run over the same facts, so the strict
 reader and the asset checks never disagree about what is valid.
 """
 

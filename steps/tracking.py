@@ -122,5 +122,5 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     def metrics_logger(self, run_id: str):
-        """The recipes' metrics callback ``log(metrics, step)`` (steps/recipe.py) for ``run_id``."""
+        """The recipes' metrics callback ``log(metrics, step)`` (steps/training/recipe.py) for ``run_id``."""
         return lambda metrics, step: self.log_metrics(run_id, metrics, step)

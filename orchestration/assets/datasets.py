@@ -20,7 +20,7 @@ DATA_GROUP = "datasets"
 def _record(context, project: ProjectResource, mlflow: MlflowResource, stage: str, rebuilt: bool,
             hashes: dict[str, str], key: dg.AssetKey) -> dg.MaterializeResult:
     from steps.config import dvc_params
-    from steps.datasets import preview, split_stats
+    from steps.data.datasets import preview, split_stats
 
     split = SPLIT_DIRS[key]
     split_dir = project.paths.split(split)
@@ -87,8 +87,8 @@ def user_benchmark(context: dg.AssetExecutionContext, project: ProjectResource) 
     import os
     import shutil
 
+    from steps.data.user_benchmark import USER_SPLIT, ingest_user_benchmark
     from steps.hashing import dir_digest
-    from steps.user_benchmark import USER_SPLIT, ingest_user_benchmark
 
     out = project.paths.split(USER_SPLIT)
     folder = os.environ.get(USER_BENCHMARK_ENV, "")

@@ -24,7 +24,7 @@ USER_COMPETITORS_ENV = "ONEREWARD_COMPETITORS"  # os.pathsep-separated folders c
 
 
 def splits(project: ProjectResource) -> list[str]:
-    from steps.user_benchmark import USER_SPLIT
+    from steps.data.user_benchmark import USER_SPLIT
 
     return [*SPLITS, *([USER_SPLIT] if (project.paths.split(USER_SPLIT) / "manifest.jsonl").is_file() else [])]
 
@@ -46,7 +46,7 @@ def ours(project: ProjectResource) -> str:
 def competitors_config(project: ProjectResource, split: str, **run: Any):
     """One split's competitors config: the profile's (configs/<profile>.yaml), then what the run found (models,
     user folders) and every core for threads."""
-    from steps.competitors import CompetitorsConfig
+    from steps.evaluation.competitors import CompetitorsConfig
 
     return CompetitorsConfig.for_profile(project.profile, project.root_path, split,
                                          **{"threads": project.solo_threads, **run})
@@ -54,7 +54,7 @@ def competitors_config(project: ProjectResource, split: str, **run: Any):
 
 def benchmark_config(project: ProjectResource, split: str, **run: Any):
     """One split's benchmark config: the profile's, then what the run knows (which system is ours)."""
-    from steps.benchmark import BenchmarkConfig
+    from steps.evaluation.benchmark import BenchmarkConfig
 
     return BenchmarkConfig.for_profile(project.profile, project.root_path, split,
                                        **{"threads": project.solo_threads, **run})
@@ -68,9 +68,9 @@ def competitor_outputs(context: dg.AssetExecutionContext, project: ProjectResour
     champion, classical inpainting (Telea, Navier-Stokes, biharmonic, PatchMatch, reflect) and user folders
     (ONEREWARD_COMPETITORS, validated: missing ids and sizes are reported); on the user split, its own
     competitors/<system>/. Model outputs are raw (kept region not pasted back) and resized back to each photo."""
-    from steps.competitors import build_competitors
-    from steps.registry import download_pipeline
-    from steps.user_benchmark import USER_SPLIT, competitor_folders
+    from steps.data.user_benchmark import USER_SPLIT, competitor_folders
+    from steps.evaluation.competitors import build_competitors
+    from steps.registry.register import download_pipeline
 
     models = {"base": str(project.paths.base_model)}
     models.update({k: str(v) for k, v in policy_dirs(project).items()})
@@ -94,7 +94,7 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
                      mlflow: MlflowResource) -> dg.MaterializeResult:
     """Good/same/bad of our model against every system, per task x dimension, by the judge (both orders) and
     by the SIMULATED annotators where ground truth exists; PSNR/SSIM; charts and sample grids per split."""
-    from steps.benchmark import log_to_mlflow, run_benchmark
+    from steps.evaluation.benchmark import log_to_mlflow, run_benchmark
     from steps.models.judge import Judge
 
     judge = Judge.load(project.paths.judge).eval()
@@ -117,7 +117,7 @@ def fill_model_registration(context: dg.AssetExecutionContext, project: ProjectR
                             mlflow: MlflowResource) -> dg.MaterializeResult:
     """`onereward-fill` in the MLflow registry: every new version is `challenger`; `champion` moves only
     when the promotion gate passes (beats the base and the current champion, no dimension much worse)."""
-    from steps.registry import register_fill_model
+    from steps.registry.register import register_fill_model
 
     report = json.loads(project.paths.benchmark_report_json("benchmark").read_text())
     tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-fill")
@@ -147,7 +147,7 @@ def judge_registration(context: dg.AssetExecutionContext, project: ProjectResour
                        mlflow: MlflowResource) -> dg.MaterializeResult:
     """`onereward-judge` in the MLflow registry (a pyfunc scoring (first, second, query) -> P(Yes));
     `champion` when the agreement gate passed."""
-    from steps.registry import register_judge_model
+    from steps.registry.register import register_judge_model
 
     agreement = json.loads(project.paths.agreement_json.read_text())
     tracker, run_id = mlflow.start_run(context, project.profile, "register/onereward-judge")

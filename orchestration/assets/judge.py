@@ -8,12 +8,12 @@ from orchestration.assets.datasets import TRAIN
 from orchestration.assets.models import BASE_MODEL, image_md, install_tracked
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
-from steps.annotate import AnnotateConfig
-from steps.candidates import CandidatesConfig
-from steps.foundations import FOUNDATION_PROFILES
-from steps.judge import JudgeConfig
-from steps.judge_eval import AgreementConfig
-from steps.judge_pretrain import JudgePretrainConfig
+from steps.foundations.job import FOUNDATION_PROFILES
+from steps.foundations.judge_pretrain import JudgePretrainConfig
+from steps.judge.agreement import AgreementConfig
+from steps.judge.annotate import AnnotateConfig
+from steps.judge.candidates import CandidatesConfig
+from steps.judge.train import JudgeConfig
 
 JUDGE_PRETRAIN = dg.AssetKey("judge_pretrain")
 CANDIDATES = dg.AssetKey("preference_candidates")
@@ -77,12 +77,12 @@ def _tracked(context, mlflow: MlflowResource, project: ProjectResource, name: st
 def judge_pretrain(context: dg.AssetExecutionContext, config: PretrainRunConfig, project: ProjectResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
     """The judge's starting point, the analogue of a pretrained VLM: its own comparison question on pairs the
-    world's scores label, with hard negatives and adversarial perturbations (steps.judge_pretrain).
+    world's scores label, with hard negatives and adversarial perturbations (steps.foundations.judge_pretrain).
 
     tiny: the shipped foundation (foundations/tiny/judge, made by `make foundations`), hashes checked.
     smoke: pretrained here in seconds. flux: skipped -- Qwen2.5-VL (ONEREWARD_JUDGE_PATH) takes its place.
     """
-    from steps.judge_pretrain import pretrain_judge
+    from steps.foundations.judge_pretrain import pretrain_judge
 
     if project.profile == "flux":
         return dg.MaterializeResult(metadata={"skipped": "flux starts from Qwen2.5-VL",
@@ -113,7 +113,7 @@ def preference_candidates(context: dg.AssetExecutionContext, config: CandidatesR
                           dvc: DvcResource) -> dg.MaterializeResult:
     """N candidates per training condition from the base model with randomised sampling (paper §4.2),
     stored as images plus candidate-set records and versioned with DVC (`dvc add`)."""
-    from steps.candidates import generate_candidates
+    from steps.judge.candidates import generate_candidates
 
     cfg = candidates_config(project, config)
     result = generate_candidates(cfg)
@@ -129,7 +129,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, 
     """Preference pairs (pairs.jsonl): SIMULATED annotators on smoke/tiny, or human annotations ingested from
     a Label Studio project (ONEREWARD_LABEL_STUDIO, `make annotate`) or the folder in ONEREWARD_HUMAN_PAIRS
     (validated first); versioned with DVC. The sensor retrains on change."""
-    from steps.annotate import annotate
+    from steps.judge.annotate import annotate
 
     cfg = pairs_config(project, config)
     if project.profile == "flux" and not (cfg.human_dir or cfg.label_studio):
@@ -150,7 +150,7 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
     """The ONE judge (Qwen2.5-VL architecture) trained on the preference pairs with paper Eq. 3, both orders,
     easy pairs first; steered by the versioned query naming task and dimension."""
     from steps.hashing import dir_digest
-    from steps.judge import train_judge
+    from steps.judge.train import train_judge
 
     cfg = judge_config(project, config)
     summary, run_id, tracker = _tracked(context, mlflow, project, "judge", vars(cfg), lambda log: train_judge(cfg, log))
@@ -172,7 +172,7 @@ def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfi
                     mlflow: MlflowResource) -> dg.MaterializeResult:
     """Human-agreement validation: held-out accuracy per task x dimension (both orders, 95% CI), against the
     annotated labels and, for simulated ones, the noise-free labels. Its blocking check gates RL."""
-    from steps.judge_eval import run_agreement
+    from steps.judge.agreement import run_agreement
 
     cfg = agreement_config(project, config)
     result, run_id, tracker = _tracked(context, mlflow, project, "judge_agreement", vars(cfg),

@@ -9,8 +9,8 @@ import dagster as dg
 from orchestration.assets.datasets import BENCHMARK, TRAIN
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import MlflowResource, ProjectResource
-from steps.base import BaseConfig
-from steps.foundations import FOUNDATION_PROFILES
+from steps.foundations.base_pretrain import BaseConfig
+from steps.foundations.job import FOUNDATION_PROFILES
 
 BASE_MODEL = dg.AssetKey("base_model")
 MODELS_GROUP = "models"
@@ -64,7 +64,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, proje
     cfg = base_model_config(project, config)
     tracker, run_id = mlflow.start_run(context, project.profile, "base_model")
     tracker.log_params(run_id, {k: v for k, v in vars(cfg).items()})
-    result = __import__("steps.base", fromlist=["pretrain"]).pretrain(cfg, log=tracker.metrics_logger(run_id))
+    result = __import__("steps.foundations.base_pretrain", fromlist=["pretrain"]).pretrain(cfg, log=tracker.metrics_logger(run_id))
     for name, table in (("base", result["quality"]), ("untrained", result["init_quality"]), ("telea", result["telea_quality"])):
         tracker.log_metrics(run_id, {f"world_score/{name}/{k}": v for k, v in table.items()})
     for path in [*result["grids"], result["loss_plot"], result["report"]]:
@@ -91,7 +91,7 @@ def install_tracked(context, project: ProjectResource, mlflow: MlflowResource, p
     """A shipped foundation checked against its provenance, copied to ``project.paths.<folder>`` (base_model,
     judge_pretrained) and recorded in an MLflow run (provenance as params, its metrics, its report PNGs).
     Returns (dest, record, pngs, metadata)."""
-    from steps.foundations import install_foundation
+    from steps.foundations.job import install_foundation
 
     dest = getattr(project.paths, folder)
     record = install_foundation(project.profile, part, dest, project.root_path)

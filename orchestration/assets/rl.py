@@ -15,7 +15,7 @@ from orchestration.assets.models import BASE_MODEL, image_md
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import MlflowResource, ProjectResource
 from steps.paths import PolicyLayout
-from steps.rl import RESUME_MUST_MATCH, RLConfig
+from steps.rl.train import RESUME_MUST_MATCH, RLConfig
 
 RL_GROUP = "rl"
 _RLFields = config_from_dataclass(RLConfig, "RLFields", exclude=(
@@ -50,7 +50,7 @@ def discard_stale_checkpoints(cfg: RLConfig) -> bool:
     """Resume only a run of the SAME inputs (crash recovery); new base/judge/recipe -> start afresh.
 
     The recipe's checkpoints folder (steps.paths.PolicyLayout) carries a fingerprint of the base model, the
-    judge and the config fields the recipe itself refuses to resume across (steps.rl.RESUME_MUST_MATCH);
+    judge and the config fields the recipe itself refuses to resume across (steps.rl.train.RESUME_MUST_MATCH);
     when it differs (or is missing), old checkpoints are removed. Other fields (``steps``, cadences) may
     change between a run and its resumption, as the recipe allows. Returns True for a fresh start.
     """
@@ -121,7 +121,7 @@ def policy(context: dg.AssetExecutionContext, config: PolicyConfig, project: Pro
         best = summary.get("best_heldout") or {}
         if "step" in best:  # the guard's best held-out evaluation (0: no RL step beat the base)
             found[f"{variant}_best_heldout_step"] = int(best["step"])
-        # the recipe writes its grids to <variant>_report/grids/step_<n>.png (steps.rl.OneRewardRecipe.train)
+        # the recipe writes its grids to <variant>_report/grids/step_<n>.png (steps.rl.train.OneRewardRecipe.train)
         grids = sorted((layout.report / "grids").glob("step_*.png"))
         if grids:
             found[f"{variant}_samples"] = dg.MetadataValue.md(image_md(grids[-1], 560))

@@ -14,7 +14,7 @@ def _gx_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
                     description="GX suite: unique ids, known tasks, files readable, image/mask sizes equal, "
                                 "masks binary and non-empty, fill prompts present.")
     def _check(project: ProjectResource) -> dg.AssetCheckResult:
-        from steps.validation import validate_manifest
+        from steps.data.validation import validate_manifest
 
         report = validate_manifest(manifest_path(project, key))
         return dg.AssetCheckResult(

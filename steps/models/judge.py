@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 JUDGE_PATH_ENV = "ONEREWARD_JUDGE_PATH"
 SPEC_FILE = "judge_spec.json"
-TRAINING_RECORD = "training.json"  # written by steps.judge beside the weights: how the judge must be asked
+TRAINING_RECORD = "training.json"  # written by steps.judge.train beside the weights: how the judge must be asked
 YES, NO = "Yes", "No"
 
 # Qwen2.5-VL-Instruct's chat layout: a default system turn; each image is
@@ -278,7 +278,7 @@ def _as_float_images(images: Any):
 
 
 def training_record(path: str | os.PathLike) -> dict[str, Any]:
-    """The judge folder's training record (steps.judge's training.json), or {} (a released VLM, a foundation)."""
+    """The judge folder's training record (steps.judge.train's training.json), or {} (a released VLM, a foundation)."""
     record = Path(path) / TRAINING_RECORD
     return json.loads(record.read_text()) if record.is_file() else {}
 

@@ -56,7 +56,7 @@ def test_dataset_assets_version_check_and_track(dvc_project, mlflow_uri):
 
 def test_blocking_check_stops_downstream_on_bad_data(dvc_project, mlflow_uri):
     """Corrupt a built manifest after the fact: the GX check fails and blocks a downstream asset."""
-    from steps.versioning import repro
+    from steps.data.versioning import repro
 
     repro(dvc_project, "world@smoke")
     manifest = dvc_project / "data" / "smoke" / "train" / "manifest.jsonl"

@@ -1,4 +1,4 @@
-"""The base_model asset on the smoke profile: trains through steps.base, records metadata and MLflow."""
+"""The base_model asset on the smoke profile: trains through steps.foundations.base_pretrain, records metadata and MLflow."""
 
 from __future__ import annotations
 

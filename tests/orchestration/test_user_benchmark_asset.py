@@ -13,7 +13,7 @@ from orchestration.assets.datasets import USER_BENCHMARK_ENV, photo_benchmark, u
 from orchestration.assets.evaluation import benchmark_report, competitor_outputs
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
 from steps.paths import ArtifactPaths
-from tests.steps.test_user_benchmark import make_user_folder
+from tests.steps.data.test_user_benchmark import make_user_folder
 
 
 def trained_outputs(root):

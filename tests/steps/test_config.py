@@ -16,23 +16,23 @@ import yaml
 from orchestration.assets import evaluation, judge, models, rl
 from orchestration.resources import ProjectResource
 from steps import config as C
-from steps.annotate import AnnotateConfig
-from steps.base import BaseConfig
-from steps.benchmark import BenchmarkConfig
-from steps.candidates import CandidatesConfig
-from steps.competitors import CompetitorsConfig
 from steps.config import ConfigError, parse_cli
-from steps.judge import JudgeConfig
-from steps.judge_eval import AgreementConfig
-from steps.judge_pretrain import JudgePretrainConfig
-from steps.rl import RLConfig
+from steps.evaluation.benchmark import BenchmarkConfig
+from steps.evaluation.competitors import CompetitorsConfig
+from steps.foundations.base_pretrain import BaseConfig
+from steps.foundations.judge_pretrain import JudgePretrainConfig
+from steps.judge.agreement import AgreementConfig
+from steps.judge.annotate import AnnotateConfig
+from steps.judge.candidates import CandidatesConfig
+from steps.judge.train import JudgeConfig
+from steps.rl.train import RLConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [BaseConfig, BenchmarkConfig, JudgeConfig, JudgePretrainConfig, RLConfig]
 
 
 def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", next((REPO / "bench").glob(f"*/{name}.py")))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -96,7 +96,7 @@ def test_the_asset_resolves_what_the_cli_resolves(case, profile, monkeypatch):
 
 @pytest.mark.parametrize("profile", ["smoke", "tiny"])
 def test_the_bench_scripts_resolve_what_the_cli_resolves(profile, tmp_path):
-    """bench/rl_sweep.py and bench/judge_ablations.py start from the profile exactly as the CLI does."""
+    """bench/rl/rl_sweep.py and bench/judge/judge_ablations.py start from the profile exactly as the CLI does."""
     sweep = _bench("rl_sweep")
     args = argparse.Namespace(profile=profile, guard_every=20, steps=40, threads=1, work=str(tmp_path),
                               set="reward=oracle,lr=3e-5")
@@ -126,9 +126,9 @@ def test_smoke_on_the_command_line_really_is_smoke():
 
 
 def test_profile_smoke_really_runs_smoke(tmp_path):
-    """`python -m steps.datasets world --profile smoke` builds the smoke world: configs/smoke.yaml's sizes."""
+    """`python -m steps.data.datasets world --profile smoke` builds the smoke world: configs/smoke.yaml's sizes."""
     out = tmp_path / "d"
-    subprocess.run([sys.executable, "-m", "steps.datasets", "world", "--profile", "smoke", "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "steps.data.datasets", "world", "--profile", "smoke", "--out", str(out)],
                    cwd=REPO, check=True, capture_output=True)
     smoke = yaml.safe_load(C.profile_file("smoke").read_text())["datasets"]
     train = (out / "train" / "manifest.jsonl").read_text().splitlines()
@@ -182,7 +182,7 @@ def test_a_bad_profile_file_names_the_file_line_and_field(tmp_path, monkeypatch)
 
 
 def test_help_shows_each_resolved_value_and_its_source():
-    out = subprocess.run([sys.executable, "-m", "steps.rl", "--profile", "smoke", "--set", "seed=5", "--help"],
+    out = subprocess.run([sys.executable, "-m", "steps.rl.train", "--profile", "smoke", "--set", "seed=5", "--help"],
                          cwd=REPO, check=True, capture_output=True, text=True).stdout
     lines = C.profile_file("smoke").read_text().splitlines()
     assert f"steps = 6  [configs/smoke.yaml:{lines.index('  steps: 6') + 1} (rl.steps)]" in out
@@ -191,7 +191,7 @@ def test_help_shows_each_resolved_value_and_its_source():
 
 
 def test_a_bad_value_at_the_command_line_is_one_line_not_a_traceback():
-    res = subprocess.run([sys.executable, "-m", "steps.rl", "--profile", "smoke", "--set", "lr=abc"], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "steps.rl.train", "--profile", "smoke", "--set", "lr=abc"], cwd=REPO,
                          capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--set (lr): field 'lr' of RLConfig expects float, got 'abc'" in res.stderr

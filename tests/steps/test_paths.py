@@ -90,16 +90,16 @@ def test_the_scan_leaves_prose_and_subpaths_alone(source):
 
 
 def _config_classes():
-    from steps.annotate import AnnotateConfig
-    from steps.base import BaseConfig
-    from steps.benchmark import BenchmarkConfig
-    from steps.candidates import CandidatesConfig
-    from steps.competitors import CompetitorsConfig
-    from steps.foundations import FoundationsConfig
-    from steps.judge import JudgeConfig
-    from steps.judge_eval import AgreementConfig
-    from steps.judge_pretrain import JudgePretrainConfig
-    from steps.rl import RLConfig
+    from steps.evaluation.benchmark import BenchmarkConfig
+    from steps.evaluation.competitors import CompetitorsConfig
+    from steps.foundations.base_pretrain import BaseConfig
+    from steps.foundations.job import FoundationsConfig
+    from steps.foundations.judge_pretrain import JudgePretrainConfig
+    from steps.judge.agreement import AgreementConfig
+    from steps.judge.annotate import AnnotateConfig
+    from steps.judge.candidates import CandidatesConfig
+    from steps.judge.train import JudgeConfig
+    from steps.rl.train import RLConfig
 
     return [AnnotateConfig, BaseConfig, BenchmarkConfig, CandidatesConfig, CompetitorsConfig, FoundationsConfig,
             JudgeConfig, AgreementConfig, JudgePretrainConfig, RLConfig]
@@ -141,12 +141,12 @@ def test_tiny_defaults_are_the_paths_objects(cls):
 
 @pytest.mark.parametrize("profile", ["smoke", "tiny"])
 def test_for_profile_paths_are_the_paths_objects(profile, tmp_path):
-    from steps.base import BaseConfig
-    from steps.benchmark import BenchmarkConfig
-    from steps.competitors import CompetitorsConfig
-    from steps.judge import JudgeConfig
-    from steps.judge_pretrain import JudgePretrainConfig
-    from steps.rl import RLConfig
+    from steps.evaluation.benchmark import BenchmarkConfig
+    from steps.evaluation.competitors import CompetitorsConfig
+    from steps.foundations.base_pretrain import BaseConfig
+    from steps.foundations.judge_pretrain import JudgePretrainConfig
+    from steps.judge.train import JudgeConfig
+    from steps.rl.train import RLConfig
 
     p = ArtifactPaths(tmp_path, profile)
     base = BaseConfig.for_profile(profile, tmp_path)
@@ -169,7 +169,7 @@ def test_for_profile_paths_are_the_paths_objects(profile, tmp_path):
 
 
 def test_the_recipe_writes_where_the_paths_object_says(tmp_path):
-    from steps.rl import OneRewardRecipe, RLConfig
+    from steps.rl.train import OneRewardRecipe, RLConfig
 
     p = ArtifactPaths(tmp_path, "smoke")
     for variant in ("static", "dynamic"):

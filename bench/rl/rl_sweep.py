@@ -1,0 +1,136 @@
+"""RL sweeps measured on the validation split: the truth of FULL samples (what users get) against RL steps.
+
+    python bench/rl/rl_sweep.py --work /tmp/sweep --steps 200 --guard-every 20 \\
+        --variant default: --variant lora8:lora_rank=8,lr=1e-3 --set reward=oracle
+
+Every variant runs the RL recipe (steps.rl.train, static reference, tiny profile paths unless overridden with
+--set) in its own folder with the guard evaluating every ``--guard-every`` steps on the validation split
+(``guard_margin`` 1: the guard records, it never stops the run); the table gives, per variant and task, the
+world's mean truth of full samples at step 0 (the base), at the best evaluation and at the end, with the
+step of the best. ``--set`` applies to every variant, ``--variant name:k=v,k=v`` to one. The whole result
+(every evaluation) is saved as JSON with the machine and the command; ``--section`` writes the table into
+docs/ABLATIONS.md between generated markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def parse_pairs(text: str) -> dict[str, object]:
+    import yaml
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        k, v = item.split("=", 1)
+        value = yaml.safe_load(v)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-5 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[k.strip()] = value
+    return out
+
+
+def task_truth(heldout: dict[str, float]) -> dict[str, float]:
+    import numpy as np
+
+    by_task: dict[str, list[float]] = {}
+    for key, value in heldout.items():
+        if not key.endswith("_psnr"):
+            by_task.setdefault(key.split("/")[0], []).append(value)
+    return {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+
+
+def variant_config(name: str, overrides: dict, args):
+    """One variant's RLConfig: the profile's (as the CLI and the policy asset resolve it), the sweep's values,
+    then --set and the variant's overrides."""
+    from bench.benchlib import step_config
+    from steps.rl.train import RLConfig
+
+    values = dict(guard_every=args.guard_every, guard_margin=1.0, steps=args.steps, sample_every=0,
+                  checkpoint_every=0, resume=False, out_dir=str(Path(args.work) / name), threads=args.threads)
+    return step_config(RLConfig, args.profile, {**parse_pairs(args.set), **overrides}, **values)
+
+
+def run_variant(name: str, overrides: dict, args) -> dict:
+    from steps.rl.train import RewardHackingError, train
+
+    cfg = variant_config(name, overrides, args)
+    t0 = time.perf_counter()
+    curves: list[dict] = []
+    try:
+        summary = train(cfg, log=lambda m, s: curves.append({"step": s, **m}) if "guard/heldout_mean" in m else None)
+        status = summary["status"]
+        history = summary["guard"]["history"]
+    except RewardHackingError as e:
+        status, history = f"stopped: {e}", json.loads((Path(cfg.out_dir) / "static_report/summary.json")
+                                                      .read_text())["guard"]["history"]
+    evals = [{"step": h["step"], "truth": task_truth(h["heldout"]), "heldout": h["heldout"],
+              "reward": h["judge"]} for h in history]
+    return {"name": name, "overrides": overrides, "status": status, "seconds": time.perf_counter() - t0,
+            "evals": evals}
+
+
+def table(results: list[dict]) -> str:
+    import numpy as np
+
+    rows = ["| variant | task | truth at step 0 (base) | best (step) | last (step) | change at last |",
+            "|---|---|---|---|---|---|"]
+    for r in results:
+        evals = r["evals"]
+        if not evals:
+            continue
+        for task in evals[0]["truth"]:
+            series = [(e["step"], e["truth"][task]) for e in evals if task in e["truth"]]
+            best = max(series[1:] or series, key=lambda x: x[1])
+            rows.append(f"| {r['name']} | {task} | {series[0][1]:.3f} | {best[1]:.3f} ({best[0]}) | "
+                        f"{series[-1][1]:.3f} ({series[-1][0]}) | {series[-1][1] - series[0][1]:+.3f} |")
+        mean0 = np.mean(list(evals[0]["truth"].values()))
+        meanl = np.mean(list(evals[-1]["truth"].values()))
+        rows.append(f"| {r['name']} | **mean** | {mean0:.3f} | | {meanl:.3f} ({evals[-1]['step']}) | "
+                    f"{meanl - mean0:+.3f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bench.benchlib import machine, machine_line, write_section
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--profile", default="tiny", help="the profile whose rl section (configs/<profile>.yaml) "
+                                                      "every variant starts from")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--guard-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", default="", help="k=v,k=v for every variant (e.g. reward=oracle)")
+    ap.add_argument("--variant", action="append", default=[], help="name:k=v,k=v (repeatable)")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--section", default="", help="write the table into docs/ABLATIONS.md under this key")
+    args = ap.parse_args(argv)
+    variants = [(v.split(":", 1)[0], parse_pairs(v.split(":", 1)[1] if ":" in v else "")) for v in args.variant]
+    m = machine()
+    command = "python bench/rl/rl_sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    out = Path(args.out or Path(args.work) / "sweep.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    for name, ov in variants or [("default", {})]:
+        results.append(run_variant(name, ov, args))
+        print(table(results[-1:]), flush=True)  # each variant's rows as it ends; the JSON keeps what finished
+        out.write_text(json.dumps({"machine": m, "command": command, "results": results}, indent=2) + "\n")
+    md = f"Measured {machine_line(m)}.\n\n```\n{command}\n```\n\n{table(results)}"
+    print(md)
+    if args.section:
+        write_section(args.section, md, doc=Path(__file__).resolve().parents[2] / "docs" / "ABLATIONS.md")
+
+
+if __name__ == "__main__":
+    main()

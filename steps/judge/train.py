@@ -1,0 +1,473 @@
+"""Recipe: train the judge on preference pairs (paper Eq. 3), with an easy-pairs-first curriculum.
+
+    python -m steps.judge.train --profile tiny            # configs/tiny.yaml section judge; paths from steps/paths.py
+    accelerate launch -m steps.judge.train --profile flux --set init_dir=/models/Qwen2.5-VL-7B-Instruct   # LoRA
+
+Every pair (winner w, loser l, task, dimension, prompt) is used in both orders:
+loss = CE(Yes | w, l, q) + CE(No | l, w, q), averaged, with q = judge_query(task, dimension, prompt).
+Pairs are split by condition (no condition on both sides; steps.judge.agreement.split_of). For the first
+``easy_fraction`` of training, most batches are EASY pairs built from the world's ground truth (the target
+against a corrupted copy: wrong colour, object left, noise, blur, drift outside the mask) -- measured here,
+preference training from a tiny judge otherwise stays at chance for minutes. Smoke/tiny: full fine-tune;
+flux: LoRA (peft) with bf16 and gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps.config import Profiled, field
+from steps.paths import TINY, ArtifactPaths
+from steps.training.recipe import Recipe, due, progress, run_cli
+from steps.vocabulary import masked_source
+
+
+@dataclass(frozen=True)
+class JudgeConfig(Profiled):
+    SECTION = "judge"  # of configs/<profile>.yaml
+
+    profile: str = field("tiny", "judge size: smoke | tiny (built from config) | flux (Qwen2.5-VL from init_dir)")
+    init_dir: str = field("", "judge to start from (judge_pretrain output, or Qwen2.5-VL dir); empty = fresh")
+    pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images")
+    train_dir: str = field(str(TINY.train), "conditions the pairs refer to (ground truth for easy pairs)")
+    out_dir: str = field(str(TINY.judge), "where the trained judge is saved")
+    steps: int = field(900, "optimizer steps")
+    batch_size: int = field(16, "pairs per step (each used in both orders: 2x rows)")
+    lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine)")
+    easy_fraction: float = field(0.3, "share of training (from the start) dominated by easy ground-truth pairs")
+    easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")
+    easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
+    easy_candidate_share: float = field(0.5, "share of easy pairs built from real candidates (candidate_easy_pair)")
+    show_source: bool = field(False, "show the masked source as a third image (ablation; off by default)")
+    adv_share: float = field(0.0, "share of each batch's preference pairs attacked before training (PGD within "
+                                  "adv_rms, labels kept: a perturbed winner must still win, a perturbed loser "
+                                  "must not start winning; Adv-RM style); 0 = off")
+    adv_rms: float = field(0.01, "RMS budget of that attack per image (pixels in [0, 1])")
+    adv_steps: int = field(2, "normalised gradient steps of that attack")
+    heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
+                                          "cell has >= 50 held-out pairs)")
+    select_fraction: float = field(0.0, "share of conditions (taken from the training side, never the held-out "
+                                        "agreement split) whose pairs choose the released step instead of training")
+    select_every: int = field(100, "with select_fraction: evaluate the selection pairs every N steps; the step with "
+                                   "the best mean agreement on them is saved")
+    lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
+    gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
+    mixed_precision: str = field("no", "no | bf16 (GPU)")
+    log_every: int = field(25, "log every N steps")
+    eval_every: int = field(0, "held-out agreement per cell every N steps (curves in MLflow); 0 = off")
+    seed: int = field(0, "seed for init, batches and corruptions")
+    threads: int = field(1, "torch CPU threads")
+
+    def __post_init__(self):
+        if self.profile not in ("smoke", "tiny", "flux"):
+            raise ValueError(f"unknown profile {self.profile!r}")
+        if not 0 <= self.easy_fraction <= 1 or not 0 < self.heldout_fraction < 1:
+            raise ValueError("easy_fraction must be in [0, 1] and heldout_fraction in (0, 1)")
+        if not 0 <= self.select_fraction < 1 - self.heldout_fraction or self.select_every < 1:
+            raise ValueError(f"select_fraction must lie in [0, 1 - heldout_fraction), got {self.select_fraction!r}; "
+                             f"select_every >= 1, got {self.select_every!r}")
+        if self.profile == "flux" and not self.init_dir:
+            raise ValueError("flux needs init_dir: a local Qwen2.5-VL-7B-Instruct directory")
+
+    @classmethod
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(pairs_dir=str(paths.preferences), train_dir=str(paths.train), init_dir=str(paths.judge_pretrained),
+                    out_dir=str(paths.judge))
+
+
+# ---- corruptions for easy pairs (ground truth vs a clearly worse image) ------------------------------
+def easy_loser(sample, dimension: str, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the target made clearly worse on ``dimension`` (used as the loser of an easy pair)."""
+    from steps.world import COLOURS, SHAPES, render_object, render_word
+
+    t = sample.target.astype(np.float32)
+    m = sample.mask > 127
+    meta = sample.meta
+    if dimension == "removal_quality":
+        return sample.image  # the object left in place
+    if dimension == "text_alignment":
+        other = str(rng.choice([c for c in COLOURS if c != meta["colour"]]))
+        if meta.get("word"):
+            from steps.world import WORDS
+
+            word = meta["word"] if rng.random() < 0.5 else str(rng.choice([w for w in WORDS if w != meta["word"]]))
+            colour = other if word == meta["word"] else meta["colour"]
+            return render_word(nothing_generated(sample), word, colour, meta["text_xy"], meta["font_px"])
+        if rng.random() < 0.3:
+            return nothing_generated(sample)  # nothing generated
+        shape = meta["shape"] if rng.random() < 0.7 else str(rng.choice([s for s in SHAPES if s != meta["shape"]]))
+        return render_object(nothing_generated(sample), shape, other, meta["bbox"])
+    if dimension == "consistency":
+        out = t.copy()
+        out[~m] = np.clip(t[~m] + rng.normal(0, 1, 3) * 40 + rng.normal(0, 12, t[~m].shape), 0, 255)
+        return out.astype(np.uint8)
+    if dimension == "structure":
+        # Two failure modes of a weak fill model: a smeared, disordered region, or blotchy colour artefacts
+        # (measured on base-model candidates: the structure winner is the smoother one 71-92% of the time).
+        out = t.copy()
+        bad = _smear(t) if rng.random() < 0.5 else _blotches(t, rng)
+        out[m] = bad[m]
+        return out.astype(np.uint8)
+    if dimension == "aesthetics":
+        # Missing detail where there should be some (blur over an object or word in the region), or added
+        # artefacts (noise) -- the score penalises both; a base model's candidates mostly show the first.
+        if _has_content(sample) and rng.random() < 0.7:
+            out = t.copy()
+            blurred = blur(t, sample.target.shape[0] / 12)
+            from steps.world import dilate
+
+            region = dilate(m, 2)
+            out[region] = blurred[region]
+            return out.astype(np.uint8)
+        return np.clip(t + rng.normal(0, 25, t.shape), 0, 255).astype(np.uint8)
+    raise ValueError(f"no easy corruption for {dimension!r}")
+
+
+CANDIDATE_EASY_DIMENSIONS = ("consistency", "removal_quality", "text_alignment")
+
+
+def candidate_easy_pair(sample, candidate: np.ndarray, dimension: str, rng: np.random.Generator):
+    """(better, worse) built from a real base-model candidate, better BY CONSTRUCTION (no scorer involved).
+
+    consistency: the candidate with its kept region pulled toward the source (every pixel outside the mask
+    moves closer to it); removal_quality / text_alignment: the candidate with the region to generate pulled
+    toward the ground truth. Unlike target-vs-corruption pairs these look like the images the judge must
+    rank (blurry, drifting candidates), so they teach the comparison on the real distribution.
+    """
+    c = candidate.astype(np.float32)
+    m = sample.mask > 127
+    a = float(rng.uniform(0.3, 1.0))
+    out = c.copy()
+    if dimension == "consistency":
+        out[~m] = c[~m] + a * (sample.image.astype(np.float32)[~m] - c[~m])
+    elif dimension in ("removal_quality", "text_alignment"):
+        out[m] = c[m] + a * (sample.target.astype(np.float32)[m] - c[m])
+    else:
+        raise ValueError(f"no candidate-based easy pair for {dimension!r}")
+    return np.clip(np.round(out), 0, 255).astype(np.uint8), candidate
+
+
+def blur(image: np.ndarray, radius: float) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    return np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
+                      np.float32)
+
+
+def _smear(t: np.ndarray) -> np.ndarray:
+    """Smeared sideways, blurred and mirrored: colours kept, structure lost."""
+    side = t.shape[0]
+    smear = np.mean([np.roll(t, k, axis=1) for k in range(-side // 10, side // 10 + 1, 2)], axis=0)
+    return blur(smear, side / 24)[::-1, ::-1]
+
+
+def _blotches(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Low-frequency colour blobs over the image (a weak generator's artefacts)."""
+    side = t.shape[0]
+    coarse = rng.normal(0, 1, (4, 4, 3)).astype(np.float32)
+    from PIL import Image
+
+    up = np.stack([np.asarray(Image.fromarray(coarse[..., c]).resize((side, side), Image.BICUBIC)) for c in range(3)], -1)
+    return np.clip(t + 70 * up, 0, 255)
+
+
+def _has_content(sample) -> bool:
+    """Whether the region to generate should hold the requested object or word (fill, prompted extend)."""
+    return sample.task == "fill" or (sample.task == "extend" and bool(sample.meta.get("user_prompt")))
+
+
+def trained_with_source(judge_dir) -> bool:
+    """Whether the judge in ``judge_dir`` was trained with the masked source as a third image (its training
+    record says so; `Judge.compare` then shows it); RL must show it the same way."""
+    from steps.models.judge import training_record
+
+    return bool(training_record(judge_dir).get("config", {}).get("show_source", False))
+
+
+def nothing_generated(sample) -> np.ndarray:
+    """The target with the masked region reset to clean background (nothing generated there)."""
+    out = sample.target.copy()
+    m = sample.mask > 127
+    out[m] = sample.background[m]
+    return out
+
+
+def easy_item(samples, rng: np.random.Generator):
+    """(sample, dimension, winner, loser): a random sample's target vs an `easy_loser` of one of its dimensions."""
+    from steps.world import dimensions_for
+
+    s = samples[int(rng.integers(len(samples)))]
+    dims = dimensions_for(s.task, s.prompt)
+    dim = dims[int(rng.integers(len(dims)))]
+    return s, dim, s.target, easy_loser(s, dim, rng)
+
+
+def easy_pair_batch(samples, rng: np.random.Generator, n: int):
+    """``n`` ground-truth comparisons, each in both orders: the target vs an `easy_loser` of one of the task's
+    dimensions, asked with the judge's own query. Returns ([firsts, seconds], queries, labels (True = Yes))."""
+    import torch
+
+    from steps.preferences import judge_query
+
+    firsts, seconds, queries = [], [], []
+    for _ in range(n):
+        s, dim, w, lo = easy_item(samples, rng)
+        q = judge_query(s.task, dim, s.prompt)
+        firsts += [w, lo]
+        seconds += [lo, w]
+        queries += [q, q]
+    return [np.stack(firsts), np.stack(seconds)], queries, torch.tensor([True, False] * n)
+
+
+def yes_no_loss(judge, groups: list, queries: list[str], labels):
+    """Mean CE of the Yes/No answer token (labels: bool tensor, True = Yes) and the Yes-No margins."""
+    import torch
+
+    logits = judge.image_logits(groups, queries)
+    target = torch.where(labels, torch.tensor(judge.yes_id), torch.tensor(judge.no_id))
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    return loss, (logits[:, judge.yes_id] - logits[:, judge.no_id]).detach()
+
+
+def selection_split(data, heldout_fraction: float, select_fraction: float) -> dict[str, Any]:
+    """Conditions (and their pairs) of the training side set apart to choose the fine-tuning step: the hash band
+    [heldout_fraction, heldout_fraction + select_fraction) of `steps.judge.agreement.split_of`, disjoint from the
+    held-out agreement split by construction."""
+    from steps.judge.agreement import condition_hash
+
+    def band(cid: str) -> bool:
+        return heldout_fraction <= condition_hash(cid) < heldout_fraction + select_fraction
+
+    conditions = {p.condition_id for p in data["train"] if band(p.condition_id)} if select_fraction else set()
+    return {"conditions": conditions, "pairs": [p for p in data["train"] if p.condition_id in conditions]}
+
+
+def selection_score(judge, data, pairs, show_source: bool) -> float:
+    """Mean over cells of the judge's agreement with the labels of the selection pairs."""
+    return heldout_metrics(judge, {**data, "heldout": pairs}, show_source)["judge/heldout_accuracy"]
+
+
+def heldout_metrics(judge, data, show_source: bool) -> dict[str, float]:
+    """Held-out accuracy per cell (against the annotated labels) and its mean: the agreement curve."""
+    from steps.judge.agreement import agreement_table
+
+    judge.eval()
+    table = agreement_table(judge, data, {}, show_source)
+    judge.train()
+    out = {f"judge/heldout_accuracy/{cell}": r["accuracy"] for cell, r in table.items()}
+    out["judge/heldout_accuracy"] = float(np.mean(list(out.values())))
+    clean = [r["clean_accuracy"] for r in table.values() if r["clean_accuracy"] is not None]
+    if clean:
+        out["judge/heldout_clean_accuracy"] = float(np.mean(clean))
+    return out
+
+
+def attacked(judge, groups: list, queries: list[str], n_pairs: int, budget: float, steps: int) -> list:
+    """The first ``n_pairs`` pairs of a both-orders batch (rows 2k: winner first, 2k+1: loser first) replaced
+    by an attack that pushes the judge towards the wrong answer within ``budget`` (labels kept)."""
+    import torch
+
+    from steps.foundations.judge_pretrain import adversarial_images, to_float
+
+    first, second = to_float(groups[0]), to_float(groups[1])
+    winners, losers = first[0:2 * n_pairs:2], second[0:2 * n_pairs:2]
+    w, lo = adversarial_images(judge, winners, losers, queries[0:2 * n_pairs:2], torch.ones(n_pairs), budget, steps)
+    first[0:2 * n_pairs:2], second[0:2 * n_pairs:2] = w, lo
+    first[1:2 * n_pairs:2], second[1:2 * n_pairs:2] = lo, w
+    return [first, second]
+
+
+def build_or_load_judge(cfg: JudgeConfig):
+    from steps.models.judge import Judge, spec_for
+
+    if cfg.init_dir and Path(cfg.init_dir).exists():
+        judge = Judge.load(cfg.init_dir)
+        if judge.record.get("foundation") and judge.shows_source != cfg.show_source:
+            raise ValueError(f"{cfg.init_dir}: this foundation judge was trained with show_source="
+                             f"{judge.shows_source}; fine-tune it the same way (--set show_source="
+                             f"{str(judge.shows_source).lower()})")
+    elif cfg.profile == "flux":
+        raise FileNotFoundError(f"judge init_dir {cfg.init_dir!r} does not exist")
+    else:
+        judge = Judge.build(spec_for(cfg.profile), seed=cfg.seed)
+    if cfg.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        judge.model = get_peft_model(judge.model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
+                                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    if cfg.gradient_checkpointing:
+        judge.model.gradient_checkpointing_enable()
+    return judge
+
+
+# every field but these must match the checkpoint's to resume from it
+JUDGE_RESUME_MUST_MATCH = tuple(f.name for f in fields(JudgeConfig)
+                                if f.name not in ("threads", "log_every", "eval_every", "out_dir"))
+
+
+class JudgeRecipe(Recipe):
+    """Judge fine-tuning on preference pairs: setup -> train -> the saved judge and its training record
+    (steps/training/recipe.py). With a ``checkpoint_dir`` (not a config field: it is the caller's choice where a run
+    may be resumed from) it writes a checkpoint every ``checkpoint_every`` steps and resumes exactly from the
+    newest: the weights, optimizer, scheduler, the batch generator's state and the selection's best step."""
+
+    name = "judge"
+
+    def __init__(self, cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100):
+        super().__init__(cfg, log)
+        self.checkpoint_dir, self.checkpoint_every = str(checkpoint_dir or ""), checkpoint_every
+
+    def setup(self) -> JudgeRecipe:
+        import torch
+
+        from steps.judge.agreement import load_preference_data
+        from steps.runtime import setup
+        from steps.training.optim import adamw
+
+        cfg = self.cfg
+        setup(threads=cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)  # carried from step to step: its state is checkpointed
+        data = self.data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
+        samples = self.samples = data["samples"]
+        self.selecting = selection_split(data, cfg.heldout_fraction, cfg.select_fraction)
+        self.train_pairs = [p for p in data["train"] if p.condition_id not in self.selecting["conditions"]]
+        self.easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]
+                             and s.id not in self.selecting["conditions"]] or list(samples.values())
+        if not self.train_pairs:
+            raise ValueError(f"{cfg.pairs_dir}/pairs.jsonl: no training pairs after the held-out split")
+        self.judge = build_or_load_judge(cfg)
+        self.judge.train()
+        self.optimizer, self.scheduler = adamw([p for p in self.judge.parameters() if p.requires_grad], cfg.lr,
+                                               0.01, min(50, cfg.steps // 10 + 1), cfg.steps)
+        self.easy_until = int(cfg.easy_fraction * cfg.steps)
+        # real candidates of TRAINING conditions (never a held-out one) for candidate-based easy pairs
+        self.cand_pool = sorted({(p.condition_id, q) for p in self.train_pairs for q in (p.winner, p.loser)})
+        self.src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source \
+            else {cid: s.image for cid, s in samples.items()}
+        self.curve, self.accs, self.best, self.selected = [], [], None, None
+        self.resume_from(self.checkpoint_dir)
+        return self
+
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        best = json.loads((folder / "state.json").read_text()).get("best")
+        state, tensors = self.checkpointer.restore(
+            folder, {"judge": self.judge.model}, self.optimizer, self.scheduler, ("best",) if best else (),
+            config=asdict(self.cfg), must_match=JUDGE_RESUME_MUST_MATCH)
+        self.rng.bit_generator.state = state["rng"]
+        self.curve, self.accs = list(state["curve"]), list(state["accs"])
+        self.best = (best["step"], best["score"], tensors["best"]) if best else None
+        return state
+
+    def save_checkpoint(self, step: int) -> Path:
+        best = {"step": self.best[0], "score": self.best[1]} if self.best else None
+        return self.checkpointer.save_training(
+            step, {"judge": self.judge.model}, self.optimizer, self.scheduler,
+            {"config": asdict(self.cfg), "rng": self.rng.bit_generator.state, "curve": self.curve,
+             "accs": self.accs, "best": best, "seconds": self.seconds_including_resumed()},
+            tensors={"best": self.best[2]} if self.best else None)
+
+    def batch(self, easy: bool):
+        """One step's pairs, each in both orders: (groups of images, queries, labels (True = Yes))."""
+        import torch
+
+        from steps.preferences import judge_query
+        from steps.world import dimensions_for
+
+        cfg, rng, samples, images = self.cfg, self.rng, self.samples, self.data["images"]
+        firsts, seconds, sources, queries = [], [], [], []
+        for _ in range(cfg.batch_size):
+            if easy and self.cand_pool and rng.random() < cfg.easy_candidate_share:
+                cid, path = self.cand_pool[int(rng.integers(len(self.cand_pool)))]
+                s = samples[cid]
+                dims = [d for d in dimensions_for(s.task, s.prompt) if d in CANDIDATE_EASY_DIMENSIONS]
+                dim = dims[int(rng.integers(len(dims)))]
+                w, lo = candidate_easy_pair(s, images[path], dim, rng)
+                task, prompt, src = s.task, s.prompt, self.src_of[s.id]
+            elif easy:
+                s, dim, w, lo = easy_item(self.easy_samples, rng)
+                task, prompt, src = s.task, s.prompt, self.src_of[s.id]
+            else:
+                p = self.train_pairs[int(rng.integers(len(self.train_pairs)))]
+                w, lo, task, dim, prompt = images[p.winner], images[p.loser], p.task, p.dimension, p.prompt
+                src = self.src_of[p.condition_id]
+            q = judge_query(task, dim, prompt)
+            firsts += [w, lo]
+            seconds += [lo, w]
+            sources += [src, src]
+            queries += [q, q]
+        labels = torch.tensor([True, False] * cfg.batch_size)
+        groups = [np.stack(firsts), np.stack(seconds)] + ([np.stack(sources)] if cfg.show_source else [])
+        return groups, queries, labels
+
+    def train_step(self, step: int) -> dict[str, float]:
+        from steps.training.recipe import optimizer_step
+
+        cfg, judge = self.cfg, self.judge
+        easy = self.rng.random() < (cfg.easy_prob_early if step < self.easy_until else cfg.easy_prob_late)
+        groups, queries, labels = self.batch(easy)
+        n_adv = int(round(cfg.adv_share * cfg.batch_size)) if not easy and not cfg.show_source else 0
+        if n_adv:
+            groups = attacked(judge, groups, queries, n_adv, cfg.adv_rms, cfg.adv_steps)
+        loss, margin = yes_no_loss(judge, groups, queries, labels)
+        optimizer_step(loss, self.optimizer, self.scheduler, judge.parameters(), clip=1.0)
+        return {"loss": loss.item(), "accuracy": float(((margin > 0) == labels).float().mean()), "easy": easy}
+
+    def train(self) -> dict[str, Any]:
+
+        cfg, judge, data = self.cfg, self.judge, self.data
+        for step in progress(range(self.start_step, cfg.steps), self.name):
+            out = self.train_step(step)
+            self.curve.append(out["loss"])
+            self.accs.append(out["accuracy"])
+            if due(step, cfg.log_every, cfg.steps - 1):
+                self.log({"judge/loss": float(np.mean(self.curve[-cfg.log_every:])),
+                          "judge/train_accuracy": float(np.mean(self.accs[-cfg.log_every:])),
+                          "judge/easy_batch": float(out["easy"])}, step)
+            if cfg.eval_every and data["heldout"] and due(step + 1, cfg.eval_every, cfg.steps):
+                self.log(heldout_metrics(judge, data, cfg.show_source), step + 1)
+            if self.selecting["pairs"] and due(step + 1, cfg.select_every, cfg.steps):
+                score = selection_score(judge, data, self.selecting["pairs"], cfg.show_source)
+                self.log({"judge/selection_agreement": score}, step + 1)
+                if self.best is None or score > self.best[1]:
+                    self.best = (step + 1, score, {k: v.detach().clone() for k, v in judge.model.state_dict().items()})
+            if self.checkpointer and due(step + 1, self.checkpoint_every) and step + 1 < cfg.steps:
+                self.save_checkpoint(step + 1)
+        judge.eval()
+        if self.best is not None:  # the step chosen on the selection pairs (never the held-out agreement pairs)
+            judge.model.load_state_dict(self.best[2])
+            self.selected = {"step": self.best[0], "selection_agreement": self.best[1],
+                             "n_selection_pairs": len(self.selecting["pairs"])}
+            self.log({"judge/selected_step": float(self.best[0])}, cfg.steps)
+        if cfg.lora_rank > 0:
+            judge.model = judge.model.merge_and_unload()
+        summary = self.summary()
+        judge.save(cfg.out_dir, record=summary)  # the record inside the one atomic write
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        from steps.preferences import QUERY_TEMPLATE_VERSION
+
+        return {"out_dir": self.cfg.out_dir, "n_train_pairs": len(self.train_pairs),
+                "n_heldout_pairs": len(self.data["heldout"]), "final_loss": float(np.mean(self.curve[-20:])),
+                "seconds": self.seconds(), "query_template_version": QUERY_TEMPLATE_VERSION,
+                "config": asdict(self.cfg), "loss_curve": self.curve, "selected": self.selected}
+
+
+def train_judge(cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100) -> dict[str, Any]:
+    """Train and save the judge (`JudgeRecipe`, resuming from ``checkpoint_dir`` when it holds a checkpoint);
+    returns a summary (the agreement table is steps.judge.agreement's job)."""
+    return JudgeRecipe(cfg, log, checkpoint_dir, checkpoint_every).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(JudgeConfig, __doc__, train_judge, argv, drop=("loss_curve",))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The OneReward reward: the judge asked "is the policy's image better than the reference's?" per dimension.
+
+- `onereward_loss`: docs/DESIGN.md §4 step 4, J_e = relu(lambda - P(Yes | policy first, reference second,
+  q(task, e, prompt))) averaged over the sample's dimensions and MINIMISED, plus summable per-dimension
+  stats;
+- `PairJudge`: the judge asked every dimension of the same image pairs with each image encoded once and
+  the tokenised queries cached (same rewards as `Judge.p_yes` row by row; ~2x faster judge in the step,
+  docs/BENCHMARKS.md);
+- `stats_to_metrics`: the MLflow keys ``reward/<task>/<dimension>`` and ``loss/<task>/<dimension>``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class PairJudge:
+    """The judge asked several queries about the same image pairs, without repeating work per query.
+
+    `Judge.p_yes` on the rows of `onereward_loss` (one row per sample and dimension: up to 4 rows per
+    pair) preprocesses and encodes every row's images with the vision tower again, back-propagates
+    through the vision tower for the detached reference images too, and renders the chat template and
+    tokenises every row's text on every call. Here each distinct image is preprocessed and encoded ONCE
+    (with grad only where the images carry grad), its features are handed to the language model for every
+    row that shows it (`mm_encoder_outputs`), and the token ids of each (query, image token counts) are
+    cached for the run. Same inputs to the language model as `Judge.encode_images` (tested); p_yes agrees
+    with `Judge.p_yes` to float rounding.
+    """
+
+    def __init__(self, judge, max_cached: int = 65536):
+        self.judge = judge
+        self.max_cached = max_cached
+        self.token_cache: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+
+    def token_ids(self, query: str, per_image: tuple[int, ...]) -> list[int]:
+        """Token ids of one row's chat text, ``per_image[k]`` <|image_pad|> tokens for image k (cached)."""
+        key = (query, per_image)
+        ids = self.token_cache.get(key)
+        if ids is None:
+            pad = "<|image_pad|>"
+            parts = self.judge.prompt(query, len(per_image)).split(pad)
+            if len(parts) != len(per_image) + 1:
+                raise ValueError(f"chat text has {len(parts) - 1} image slots for {len(per_image)} images")
+            text = parts[0] + "".join(pad * n + part for n, part in zip(per_image, parts[1:]))
+            ids = list(self.judge.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(self.token_cache) < self.max_cached:
+                self.token_cache[key] = ids
+        return ids
+
+    def encode_text(self, queries: list[str], per_image: list[tuple[int, ...]]):
+        """(input_ids, attention_mask), LEFT padded with the tokenizer's pad id, as `Judge.encode_images`."""
+        rows = [self.token_ids(q, n) for q, n in zip(queries, per_image)]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), int(self.judge.tokenizer.pad_token_id), dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                attention_mask[i, width - len(r):] = 1
+        return input_ids, attention_mask
+
+    def image_features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(per-image vision features, grid_thw) of Bx3xHxW float images; no graph when they carry no grad."""
+        from steps.models.judge_preprocess import preprocess
+
+        model = self.judge.model
+        grad = torch.is_grad_enabled() and images.requires_grad
+        with torch.set_grad_enabled(grad):
+            pixel_values, grid_thw = preprocess(images.to(model.device), self.judge.geometry)
+            out = model.get_image_features(pixel_values.to(model.dtype), grid_thw, return_dict=True)
+        return list(out.pooler_output), grid_thw
+
+    def margin(self, groups: list[torch.Tensor], rows: torch.Tensor, queries: list[str]) -> torch.Tensor:
+        """logit_Yes - logit_No for row r = (groups[0][rows[r]], groups[1][rows[r]], ...) asked queries[r]."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        judge, model = self.judge, self.judge.model
+        if len(queries) != len(rows):
+            raise ValueError(f"{len(rows)} rows for {len(queries)} queries")
+        encoded = [self.image_features(g) for g in groups]
+        rows_list = [int(r) for r in rows]
+        features, grids, per_image = [], [], []
+        for r in rows_list:  # row-major: the order the placeholders appear in the text
+            counts = []
+            for feats, grid in encoded:
+                features.append(feats[r])
+                grids.append(grid[r])
+                counts.append(int(feats[r].shape[0]))
+            per_image.append(tuple(counts))
+        input_ids, attention_mask = self.encode_text(queries, per_image)
+        input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    mm_token_type_ids=(input_ids == judge.image_token_id).long(),
+                    image_grid_thw=torch.stack(grids),
+                    mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(features))},
+                    use_cache=False, logits_to_keep=1)
+        logits = out.logits[:, -1].float()
+        return logits[:, judge.yes_id] - logits[:, judge.no_id]
+
+    def p_yes(self, first_images: torch.Tensor, second_images: torch.Tensor, rows: torch.Tensor,
+              queries: list[str], extra_images: torch.Tensor | None = None) -> torch.Tensor:
+        """P(Yes) of rows (first[rows[r]], second[rows[r]][, extra[rows[r]]]) asked queries[r]."""
+        groups = [first_images, second_images] + ([extra_images] if extra_images is not None else [])
+        return torch.sigmoid(self.margin(groups, rows, queries))
+
+
+def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.Tensor, task: str,
+                   prompts: list[str], lam: float, source_images: torch.Tensor | None = None,
+                   samples: list | None = None):
+    """Mean over samples of the mean over the sample's dimensions of J_e = relu(lam - P(Yes)).
+
+    Each sample is judged on ``dimensions_for(task, prompt)`` (extend without a user prompt has no
+    text_alignment), all pairs in one judge batch. ``judge``: a `Judge` (every row encoded on its own), a
+    `PairJudge` (each image encoded once, tokenised queries cached; same result) or an
+    `steps.rl.oracle.OracleReward` (the world's differentiable truth; needs ``samples``). Returns (loss, stats)
+    with stats a (len(DIMENSIONS[task]), 3) tensor of [sum P(Yes), sum J, count] per dimension (summable
+    over ranks).
+    """
+    from steps.preferences import judge_query
+    from steps.vocabulary import DIMENSIONS, dimensions_for
+
+    dims = DIMENSIONS[task]
+    rows, dim_index, queries = [], [], []
+    for i, prompt in enumerate(prompts):
+        for e in dimensions_for(task, prompt):
+            rows.append(i)
+            dim_index.append(dims.index(e))
+            queries.append(judge_query(task, e, prompt))
+    device = policy_images.device
+    rows_t = torch.tensor(rows, device=device)
+    if hasattr(judge, "truth"):  # the oracle answers from the conditions' ground truth, not the query
+        if samples is None:
+            raise ValueError("the oracle reward needs the batch's samples")
+        p_yes = judge.p_yes(policy_images, reference_images, rows_t, [dims[k] for k in dim_index], samples).float()
+    elif isinstance(judge, PairJudge):
+        p_yes = judge.p_yes(policy_images, reference_images, rows_t, queries, source_images).float()
+    else:
+        extra = source_images[rows_t] if source_images is not None else None
+        p_yes = judge.p_yes(policy_images[rows_t], reference_images[rows_t], queries, extra).float()
+    j = torch.relu(lam - p_yes)
+    counts = torch.bincount(rows_t, minlength=len(prompts)).float()
+    per_sample = torch.zeros(len(prompts), device=device).index_add(0, rows_t, j) / counts
+    loss = per_sample.mean()
+    stats = torch.zeros(len(dims), 3, device=device)
+    dim_t = torch.tensor(dim_index, device=device)
+    stats[:, 0].index_add_(0, dim_t, p_yes.detach())
+    stats[:, 1].index_add_(0, dim_t, j.detach())
+    stats[:, 2].index_add_(0, dim_t, torch.ones_like(p_yes))
+    return loss, stats
+
+
+def stats_to_metrics(task: str, stats: torch.Tensor) -> dict[str, float]:
+    """``reward/<task>/<dimension>`` and ``loss/<task>/<dimension>`` from summed stats."""
+    from steps.vocabulary import DIMENSIONS
+
+    out = {}
+    for e, (p, j, n) in zip(DIMENSIONS[task], stats.tolist()):
+        if n > 0:
+            out[f"reward/{task}/{e}"] = p / n
+            out[f"loss/{task}/{e}"] = j / n
+    return out

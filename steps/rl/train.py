@@ -1,0 +1,639 @@
+"""Recipe: OneReward RL of the fill model against the VLM judge (docs/DESIGN.md §4, Algorithms 1 and 2).
+
+    python -m steps.rl.train --config rl.yaml --set reference=dynamic    # any YAML of RLConfig fields (--key a.b)
+    torchrun --nproc_per_node 2 -m steps.rl.train --config ...        # 2 CPU processes (gloo), as the tests do
+    accelerate launch --config_file configs/accelerate_ddp.yaml -m steps.rl.train --config ...    # GPUs, DDP
+    accelerate launch --config_file configs/accelerate_fsdp.yaml -m steps.rl.train --config ...   # flux, FSDP
+
+One iteration (per rank; every rank draws the same task and t, its own conditions and noises):
+1. task k ~ p_k, a batch of its conditions c (encoded once and cached: `ConditionBank`);
+2. reference image: full no-grad denoise from noise e1 by the reference -- ``static`` (Algorithm 1): the
+   frozen base (with LoRA: the policy with adapters disabled, no second copy); ``dynamic`` (Algorithm 2):
+   the EMA policy;
+3. policy image: from independent noise e2, no-grad Euler steps down to a random step t in [t1, t2] of
+   the T-step schedule, then ONE x0 prediction with grad, decoded by the frozen VAE;
+4. J_e = relu(lambda - P(Yes | policy first, reference second, q(k, e, prompt))) for each dimension e of
+   the sample; loss = mean over e, MINIMISED (the paper's "gradient ascent" is a sign slip). The judge is
+   frozen; gradients reach the policy pixels through its torch preprocessing;
+5. AdamW step on the trainable parameters (all of the transformer, or the LoRA adapters), EMA update.
+
+Exact resume: every random choice of step s comes from (seed, s, rank) (`draw_step`), so a run killed
+after the checkpoint at step s and resumed from it ends with exactly the weights of an uninterrupted run
+(CPU, same seed). Checkpoints (safetensors weights + EMA, optimizer and scheduler state, per-rank RNG
+states, guard state) are one folder per step, written to a temporary folder and renamed.
+
+Reward-hacking guard (every guard_every steps, on a fixed held-out batch with fixed noise): the policy's
+full samples are scored by signals it never optimises -- the world's per-dimension scores (smoke / tiny)
+or the kept region's SSIM to the source (flux) -- and by the judge against the base model's samples.
+The first evaluation (the base, step 0) is the baseline; a task is flagged when its judge reward rose
+by more than guard_min_rise while one of its held-out signals fell by more than guard_margin; after
+guard_patience flagged evaluations in a row training stops with `RewardHackingError`. The evaluation with
+the highest mean held-out signal is tracked (`guard/best_step` in MLflow, ``best_heldout`` in the summary)
+and its policy + EMA weights are kept outside the rotation in ``out_dir/<reference>_best/step_<n>/``: when
+the guard stops a run, that is the checkpoint to look at (`python bench/rl/checkpoint_samples.py --checkpoint
+...`). With ``release=best_validation`` (the default) the released model is the EMA of that best evaluation
+-- the base's own weights when no step beat it (RL did not help; the promotion gate then keeps it from
+becoming champion); ``release=last`` releases the last step's.
+
+Scale-out: `accelerate launch` (DDP: tested on CPU through torchrun + gloo, which is what accelerate's
+multi-CPU mode uses; `accelerate launch --cpu` starts one process only). FSDP (per-rank sharded
+checkpoints, the EMA weights gathered for release) is written but has not run: no GPUs here. Checkpoint
+folders must be on a filesystem every rank sees.
+
+Outputs: ``out_dir/<reference>/`` the released pipeline (diffusers layout) with the EMA weights (LoRA
+merged); ``out_dir/<reference>_checkpoints/``; ``out_dir/<reference>_report/`` summary.json and sample
+grids (rows: source | mask | reference | policy x0 | target).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steps.config import Profiled, field, parse_cli
+from steps.paths import TINY, ArtifactPaths, PolicyLayout
+from steps.training.recipe import Recipe, due, progress
+
+if TYPE_CHECKING:
+    import torch
+
+RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
+                     "ema_tau", "paste_back", "guidance", "grad_accum", "lora_rank", "lora_alpha",
+                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness", "anchor_beta")
+
+
+class RewardHackingError(RuntimeError):
+    """The judge reward rose while a held-out signal the policy never optimises fell beyond the margin."""
+
+
+@dataclass(frozen=True)
+class RLConfig(Profiled):
+    SECTION = "rl"  # of configs/<profile>.yaml
+
+    profile: str = field("tiny", "smoke | tiny (models built from config) | flux (FLUX.1-Fill, Qwen2.5-VL)")
+    base_dir: str = field(str(TINY.base_model), "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
+    judge_dir: str = field(str(TINY.judge), "trained judge directory (Judge.save layout)")
+    train_dir: str = field(str(TINY.train), "training conditions (manifest.jsonl)")
+    eval_dir: str = field(str(TINY.validation), "validation conditions for the reward-hacking guard and the "
+                                                  "best-step record (never the benchmark)")
+    out_dir: str = field(str(TINY.policy_root), "released model goes to out_dir/<reference>/")
+    reference: str = field("static", "static: frozen base (Algorithm 1) | dynamic: EMA policy (Algorithm 2)")
+    # task mix and batches
+    fill_prob: float = field(0.5, "probability of drawing a fill batch")
+    extend_prob: float = field(0.25, "probability of drawing an extend batch")
+    removal_prob: float = field(0.25, "probability of drawing a removal batch")
+    batch_size: int = field(8, "conditions per rank per micro-batch")
+    grad_accum: int = field(1, "micro-batches per optimizer step")
+    steps: int = field(300, "optimizer steps")
+    lr: float = field(1e-4, "AdamW learning rate (constant after warmup)")
+    warmup: int = field(10, "linear warmup steps")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    grad_clip: float = field(1.0, "max global gradient norm")
+    # the method's open defaults (docs/DESIGN.md §4)
+    denoise_steps: int = field(8, "T: Euler steps of the sampling schedule")
+    t1: int = field(-1, "first step index the policy may stop at (-1: T // 2, the second half)")
+    t2: int = field(-1, "last step index the policy may stop at (-1: T - 1)")
+    lam: float = field(0.8, "lambda of J_e = max(0, lambda - P(Yes)): no gradient once P(Yes) > lambda")
+    ema_tau: float = field(0.99, "EMA decay: shadow <- tau * shadow + (1 - tau) * policy")
+    anchor_beta: float = field(0.0, "velocity-space anchor to the base: + beta * mean((v_policy - v_base)^2) on "
+                                    "the same x_t at the grad step (Flow-GRPO's KL for flows; 0 = off, the paper)")
+    paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
+    guidance: float = field(30.0, "FLUX distilled-guidance value")
+    judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
+    reward: str = field("judge", "judge (the method) | oracle (smoke/tiny: the world's differentiable truth in "
+                                 "place of the judge, steps.rl.oracle -- does the recipe work with a perfect reward?)")
+    oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
+    # cadence
+    log_every: int = field(1, "call log(...) every N steps (rewards are logged for the step's task)")
+    sample_every: int = field(50, "sample grid every N steps (0 = never)")
+    checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
+    release: str = field("best_validation", "which EMA weights are released: best_validation (the guard's best "
+                                            "evaluation on the validation split, never the benchmark; the base's own "
+                                            "weights when no step beat it; the last step when the guard is off) | last")
+    resume: bool = field(True, "continue from the newest checkpoint in out_dir/<reference>_checkpoints")
+    # reward-hacking guard
+    guard_every: int = field(50, "held-out evaluation every N steps (0 = guard off)")
+    guard_per_task: int = field(8, "held-out conditions per task")
+    guard_signal: str = field("world", "world (simulated annotators) | kept_region (SSIM of the kept region)")
+    guard_margin: float = field(0.1, "held-out drop (vs the base) that counts as a fall")
+    guard_min_rise: float = field(0.02, "judge reward rise (vs the base) that counts as a rise")
+    guard_patience: int = field(2, "flagged evaluations in a row before stopping")
+    # systems
+    seed: int = field(0, "seed of every random choice (with the step and rank)")
+    threads: int = field(1, "torch CPU threads per process")
+    cpu: bool = field(False, "force CPU (always on CPU when no GPU is present)")
+    mixed_precision: str = field("no", "accelerate autocast: no | bf16 | fp16")
+    dtype: str = field("float32", "dtype of the frozen modules (VAE, text encoders, judge, LoRA base)")
+    gradient_checkpointing: bool = field(False, "recompute transformer activations in the grad step")
+    lora_rank: int = field(0, "0 = full fine-tune; > 0 = LoRA of this rank on the attention projections")
+    lora_alpha: float = field(0.0, "LoRA alpha (0 = rank)")
+    cache_conditions: bool = field(True, "encode the train split's conditions once (off: per batch)")
+    judge_share_images: bool = field(True, "judge each image once for all its queries, tokenised queries "
+                                           "cached (rl_reward.PairJudge; off: every row encoded on its own)")
+
+    def __post_init__(self):
+        checks = {
+            "profile": self.profile in ("smoke", "tiny", "flux"),
+            "reference": self.reference in ("static", "dynamic"),
+            "guard_signal": self.guard_signal in ("world", "kept_region"),
+            "mixed_precision": self.mixed_precision in ("no", "bf16", "fp16"),
+            "dtype": self.dtype in ("float32", "bfloat16", "float16"),
+            "lam": 0 < self.lam <= 1, "ema_tau": 0 <= self.ema_tau < 1, "lora_rank": self.lora_rank >= 0,
+            "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
+            "seed": self.seed >= 0,
+            "release": self.release in ("best_validation", "last"),
+            "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
+            "oracle_sharpness": self.oracle_sharpness > 0, "anchor_beta": self.anchor_beta >= 0,
+        }
+        for name in ("batch_size", "grad_accum", "steps", "denoise_steps", "keep_checkpoints",
+                     "guard_per_task", "log_every"):
+            checks[name] = getattr(self, name) >= 1
+        for name in ("sample_every", "checkpoint_every", "guard_every", "warmup"):
+            checks[name] = getattr(self, name) >= 0
+        probs = (self.fill_prob, self.extend_prob, self.removal_prob)
+        checks["task probabilities (>= 0, sum 1)"] = min(probs) >= 0 and abs(sum(probs) - 1) < 1e-6
+        (t1, t2), t = self.t_range, self.denoise_steps
+        checks[f"t1/t2 (0 <= t1={t1} <= t2={t2} < T={t})"] = 0 <= t1 <= t2 < t
+        bad = [f"{name}={getattr(self, name)!r}" if hasattr(self, name) else name
+               for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"RLConfig: invalid {'; '.join(bad)}")
+
+    @property
+    def t_range(self) -> tuple[int, int]:
+        """[t1, t2] as step indices; the default is the second half of the T-step schedule."""
+        t = self.denoise_steps
+        return (t // 2 if self.t1 < 0 else self.t1, t - 1 if self.t2 < 0 else self.t2)
+
+    @property
+    def task_probs(self) -> dict[str, float]:
+        return {"fill": self.fill_prob, "extend": self.extend_prob, "removal": self.removal_prob}
+
+    def params(self) -> dict[str, Any]:
+        """The config with [t1, t2] resolved: what MLflow records."""
+        t1, t2 = self.t_range
+        return {**asdict(self), "t1": t1, "t2": t2}
+
+    @classmethod
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(base_dir=str(paths.base_model), judge_dir=str(paths.judge), train_dir=str(paths.train),
+                    eval_dir=str(paths.validation), out_dir=str(paths.policy_root))
+
+
+class OneRewardRecipe(Recipe):
+    """setup -> train -> save (steps/training/recipe.py). ``log(metrics, step)`` and ``log_artifact(path)`` are
+    called on the main process only (no-ops by default)."""
+
+    name = "rl"
+
+    def __init__(self, cfg: RLConfig, log=None, log_artifact=None):
+        super().__init__(cfg, log)
+        self.log_artifact = log_artifact or (lambda path: None)
+        layout = PolicyLayout(Path(cfg.out_dir), cfg.reference)
+        self.model_dir, self.ckpt_root = layout.model, layout.checkpoints
+        self.best_root, self.report_dir = layout.best, layout.report
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> OneRewardRecipe:
+        """Accelerator, models, optimizer, conditions; then resume, or evaluate the base for the guard."""
+        import torch
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState, GradientState
+
+        from steps.data.datasets import load_samples
+        from steps.rl.guard import RewardHackingGuard
+        from steps.rl.rollout import ConditionBank
+        from steps.runtime import setup
+
+        cfg = self.cfg
+        setup(threads=cfg.threads)
+        if cfg.reward == "judge":
+            check_judge(cfg)
+        # Accelerate's state is a per-process singleton; forget a previous in-process recipe's precision
+        # (tests, notebooks). The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                                       cpu=cfg.cpu or not torch.cuda.is_available())
+        self.is_main, self.rank = self.accelerator.is_main_process, self.accelerator.process_index
+        self.setup_models()
+        self.bank = ConditionBank(self.pipe, load_samples(cfg.train_dir), cache=cfg.cache_conditions)
+        missing = [t for t, p in cfg.task_probs.items() if p > 0 and t not in self.bank.sizes]
+        if missing:
+            raise ValueError(f"{cfg.train_dir}: no conditions of task(s) {missing}, whose probability is > 0")
+        self.guard = RewardHackingGuard(cfg.guard_margin, cfg.guard_min_rise, cfg.guard_patience)
+        self.heldout = None
+        if cfg.guard_every:
+            heldout = load_samples(cfg.eval_dir, limit_per_task=cfg.guard_per_task)
+            self.heldout = ConditionBank(self.pipe, heldout)
+        self.history, self.guard_base, self.last_batch = [], None, None
+        self.start_step = self.resume() if cfg.resume else 0
+        if not self.start_step and self.heldout is not None:
+            self.guard_base = self.generate_heldout()  # the policy IS the base before any update
+            self.guard_step(0)
+        return self
+
+    def setup_models(self) -> None:
+        """Policy (full or LoRA), reference, frozen VAE / text encoders / judge, optimizer, EMA."""
+        import torch
+        from accelerate.utils import DistributedType
+
+        from steps.models.judge import Judge
+        from steps.models.policy import freeze_for_rl, load_fill_pipeline
+        from steps.rl.policy import EmaWeights, ModuleCall, add_lora, trainable
+        from steps.rl.reward import PairJudge
+        from steps.training.checkpoints import Checkpointer
+        from steps.training.optim import adamw
+
+        cfg, acc = self.cfg, self.accelerator
+        dtype = getattr(torch, cfg.dtype)
+        pipe = self.pipe = load_fill_pipeline(cfg.base_dir or None, dtype=dtype)
+        freeze_for_rl(pipe)
+        pipe.to(acc.device)
+        transformer = self.transformer = pipe.transformer
+        self.base_reference = None
+        if cfg.lora_rank:
+            add_lora(transformer, cfg.lora_rank, cfg.lora_alpha)
+        else:
+            if cfg.reference == "static" or cfg.anchor_beta > 0:
+                self.base_reference = copy.deepcopy(transformer).requires_grad_(False)
+            transformer.float().requires_grad_(True)
+        if cfg.reward == "oracle":
+            from steps.rl.oracle import OracleReward
+
+            self.judge, self.scorer = None, OracleReward(cfg.oracle_sharpness)
+        else:
+            self.judge = Judge.load(cfg.judge_dir, dtype=None if cfg.dtype == "float32" else dtype).freeze()
+            self.judge.model.to(acc.device)
+            # what onereward_loss asks: each image encoded once for all its queries, or every row on its own
+            self.scorer = PairJudge(self.judge) if cfg.judge_share_images else self.judge
+        if cfg.gradient_checkpointing and self.judge is not None:  # the grad path: one transformer call, the VAE decoder, the judge
+            transformer.enable_gradient_checkpointing()
+            pipe.vae.enable_gradient_checkpointing()
+            no_reentrant = {"use_reentrant": False}  # frozen judge: grads flow to inputs only
+            self.judge.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
+            self.judge.model.train()  # transformers checkpoints in train mode only; Qwen has no dropout
+
+        # fused: one kernel for all tensors (bench/rl/rl_step.py: the CPU for-each-tensor default is ~3x slower);
+        # linear warmup, then constant
+        optimizer, self.scheduler = adamw(trainable(transformer).values(), cfg.lr, cfg.weight_decay, cfg.warmup,
+                                          schedule="constant", fused=acc.device.type in ("cpu", "cuda"))
+        self.policy, self.optimizer = acc.prepare(transformer, optimizer)
+        self.params = trainable(acc.unwrap_model(self.policy))
+        self.policy_forward = ModuleCall(self.policy, transformer.config)
+        self.ema = EmaWeights(self.params, cfg.ema_tau)
+        self.sharded = acc.distributed_type == DistributedType.FSDP
+        self.checkpointer = Checkpointer(self.ckpt_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+                                   keep=cfg.keep_checkpoints, sharded=self.sharded)
+        # the weights of the best held-out evaluation, outside the rotation (one folder, replaced on a new best)
+        self.best_writer = Checkpointer(self.best_root, self.rank, acc.num_processes, acc.wait_for_everyone,
+                                        keep=1, sharded=self.sharded)
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The transformer that makes the reference image (see the module docstring)."""
+        from steps.rl.policy import adapters_disabled
+
+        if self.cfg.reference == "dynamic":
+            with self.ema.applied(self.params):
+                yield self.policy_forward
+        elif self.cfg.lora_rank:
+            with adapters_disabled(self.accelerator.unwrap_model(self.policy)):
+                yield self.policy_forward
+        else:
+            yield self.base_reference
+
+    @contextlib.contextmanager
+    def base_model(self):
+        """The frozen base transformer (the anchor): adapter-disabled policy (LoRA) or the kept copy."""
+        from steps.rl.policy import adapters_disabled
+
+        if self.cfg.lora_rank:
+            with adapters_disabled(self.accelerator.unwrap_model(self.policy)):
+                yield self.policy_forward
+        else:
+            yield self.base_reference
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> dict[str, Any]:
+        from steps.rl.report import save_sample_grid
+
+        cfg = self.cfg
+        for step in progress(range(self.start_step + 1, cfg.steps + 1), f"rl ({cfg.reference})",
+                             disable=not self.is_main):
+            metrics = self.train_step(step)
+            self.history.append({"step": step, **{k: v for k, v in metrics.items() if "/" in k},
+                                 "step_seconds": metrics["step_seconds"]})
+            if self.is_main and due(step, cfg.log_every, cfg.steps):
+                self.log(metrics, step)
+            if self.is_main and cfg.sample_every and step % cfg.sample_every == 0:
+                grid = self.report_dir / "grids" / f"step_{step:07d}.png"
+                self.log_artifact(save_sample_grid(*self.last_batch, grid, f"{cfg.reference}, step {step}"))
+            if cfg.guard_every and step % cfg.guard_every == 0:
+                try:
+                    self.guard_step(step)
+                except RewardHackingError as stop:
+                    if cfg.release != "best_validation" or not self.guard.best.get("step"):
+                        raise
+                    # early stopping: the weights of the best validation evaluation are released
+                    self.save_checkpoint(step)
+                    return self.save_final(status="stopped_by_guard", error=str(stop))
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+                self.save_checkpoint(step)
+        return self.save_final()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        from steps.rl.reward import onereward_loss, stats_to_metrics
+        from steps.rl.rollout import draw_step, judge_source, paste_back, pixels, rollout
+
+        cfg, acc = self.cfg, self.accelerator
+        t0 = time.perf_counter()
+        draw = draw_step(cfg.seed, step, self.rank, cfg.task_probs, self.bank.sizes, cfg.batch_size,
+                         cfg.t_range, cfg.grad_accum)
+        stats = loss_sum = anchor_sum = 0
+        for micro, (indices, seeds) in enumerate(zip(draw.indices, draw.noise_seeds)):
+            cond, samples = self.bank.batch(draw.task, indices)
+            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.policy)
+            with sync:
+                out = rollout(self.pipe, cond, self.policy_forward, self.reference, cfg.denoise_steps,
+                              draw.t_index, cfg.guidance, seeds, acc.autocast,
+                              anchor=self.base_model if cfg.anchor_beta > 0 else None)
+                policy_images, reference_images = out[:2]
+                source = pixels(samples, "image", acc.device)
+                if cfg.paste_back:
+                    mask = pixels(samples, "mask", acc.device)
+                    policy_images = paste_back(policy_images, source, mask)
+                    reference_images = paste_back(reference_images, source, mask)
+                shown = judge_source(samples, acc.device) if cfg.judge_sees_source else None
+                with acc.autocast():
+                    loss, micro_stats = onereward_loss(
+                        self.scorer, policy_images, reference_images, draw.task, [s.prompt for s in samples],
+                        cfg.lam, shown, samples=samples)
+                if cfg.anchor_beta > 0:
+                    anchor_sum = anchor_sum + out[2].detach() / cfg.grad_accum
+                    loss = loss + cfg.anchor_beta * out[2]
+                acc.backward(loss / cfg.grad_accum)
+            stats, loss_sum = stats + micro_stats, loss_sum + loss.detach() / cfg.grad_accum
+        grad_norm = acc.clip_grad_norm_(list(self.params.values()), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.params)
+        self.last_batch = (samples, reference_images.detach().float().cpu(),
+                           policy_images.detach().float().cpu())
+        metrics = stats_to_metrics(draw.task, acc.reduce(stats, reduction="sum").cpu())
+        loss_mean = float(acc.reduce(loss_sum, reduction="mean"))
+        if cfg.anchor_beta > 0:
+            metrics["anchor/velocity_mse"] = float(acc.reduce(anchor_sum, reduction="mean"))
+        return {**metrics, "loss": loss_mean, "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm), "t_index": draw.t_index,
+                "step_seconds": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ guard and grids
+    def generate_heldout(self) -> dict[str, torch.Tensor]:
+        """The policy's full samples on the fixed held-out batch (fixed noise), per task, on CPU."""
+        import torch
+
+        from steps.models.denoise import decode, denoise, sample_noise
+
+        out = {}
+        with torch.no_grad(), self.accelerator.autocast():
+            for k, (task, samples) in enumerate(sorted(self.heldout.samples.items())):
+                cond, _ = self.heldout.batch(task, range(len(samples)))
+                generator = torch.Generator().manual_seed(self.cfg.seed + 7919 * (k + 1))
+                noise = sample_noise(self.pipe, cond, generator)
+                lat = denoise(self.pipe, cond, self.cfg.denoise_steps, self.cfg.guidance, noise=noise,
+                              transformer=self.policy_forward)
+                out[task] = decode(self.pipe, lat, cond.height, cond.width).float().cpu()
+        return out
+
+    def heldout_scores(self, outputs: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
+        """(judge reward vs the base per "<task>/<dimension>", held-out signals per "<task>/<name>")."""
+        from steps.rl.guard import heldout_scores
+
+        return heldout_scores(self.scorer, outputs, self.guard_base, self.heldout.samples,
+                              self.cfg.guard_signal, self.cfg.lam, self.accelerator.device,
+                              self.accelerator.autocast)
+
+    def training_reward_rise(self) -> dict[str, tuple[float, float]]:
+        """Per task: (mean training reward over its first N sampled steps, over its latest N), N = guard_every/5."""
+        import numpy as np
+
+        window = max(5, self.cfg.guard_every // 5)
+        out = {}
+        for task in ("fill", "extend", "removal"):
+            means = [float(np.mean(v)) for h in self.history
+                     if (v := [x for k, x in h.items() if k.startswith(f"reward/{task}/")])]
+            if len(means) >= 2 * window:  # the first and the latest window do not overlap
+                out[task] = (float(np.mean(means[:window])), float(np.mean(means[-window:])))
+        return out
+
+    def guard_step(self, step: int) -> None:
+        """Evaluate the held-out batch, log guard/*, and stop (every rank alike) when the guard rule fires."""
+        judge, heldout = self.heldout_scores(self.generate_heldout() if step else self.guard_base)
+        kind = "world" if self.cfg.guard_signal == "world" else "kept"
+        if self.is_main:
+            self.log({**{f"guard/judge/{k}": v for k, v in judge.items()},
+                      **{f"guard/{kind}/{k}": v for k, v in heldout.items()}}, step)
+        guarded = {k: v for k, v in heldout.items() if not k.endswith("_psnr")}  # signals in [0, 1] only
+        if self.guard.track_best(step, guarded):  # step 0: the base's weights (released if nothing beats them)
+            self.best_writer.save(step, {"policy": {n: p.detach() for n, p in self.params.items()},
+                                         "ema": self.ema.shadow}, {}, {"step": step, "best": self.guard.best})
+        if self.is_main:
+            self.log({"guard/heldout_mean": float(sum(guarded.values()) / max(1, len(guarded))),
+                      "guard/best_step": float(self.guard.best.get("step", 0))}, step)
+        message = self.guard.update(step, judge, guarded, self.training_reward_rise())
+        if message:
+            message += self.best_note()
+            self.guard.history[-1]["stopped"] = message
+            if self.is_main:
+                self.log({"guard/tripped": 1.0}, step)
+                self.write_summary(status="stopped_by_guard", error=message)
+            raise RewardHackingError(message)
+
+    def best_note(self) -> str:
+        from steps.training.checkpoints import checkpoint_dir
+
+        best = self.guard.best
+        if not best or not best["step"]:
+            return " The base (step 0) had the best held-out signal: no RL step improved on it."
+        return (f" The best held-out evaluation was step {best['step']} (mean signal {best['score']:.3f}); its "
+                f"weights are kept in {checkpoint_dir(self.best_root, best['step'])}.")
+
+    # ------------------------------------------------------------------ checkpoints and outputs
+    def save_checkpoint(self, step: int) -> Path:
+        tensors = {"policy": {n: p.detach() for n, p in self.params.items()}, "ema": self.ema.shadow}
+        if self.guard_base is not None:
+            tensors["guard_base"] = self.guard_base
+        objects = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {"step": step, "config": self.cfg.params(), "guard": self.guard.state_dict(),
+                 "history": self.history}
+        return self.checkpointer.save(step, tensors, objects, state)
+
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        """Weights, EMA, optimizer, scheduler, RNG, guard and history from a checkpoint folder."""
+        import torch
+
+        from steps.training.checkpoints import check_resume
+
+        names = ["policy", "ema"] + (["guard_base"] if self.heldout is not None else [])
+        base_file = folder / f"guard_base{self.checkpointer.suffix()}.safetensors"
+        if self.heldout is not None and not base_file.is_file():
+            raise ValueError(f"{folder}: written with the guard off; resume with guard_every=0 "
+                             "or use a new out_dir")
+        tensors, objects, state = self.checkpointer.load(folder, names, ["optimizer", "scheduler"])
+        check_resume(folder, state["config"], self.cfg.params(), RESUME_MUST_MATCH,
+                     "use a new out_dir or resume=false")
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(tensors["policy"][n])
+        self.ema.shadow = {n: t.to(self.accelerator.device) for n, t in tensors["ema"].items()}
+        self.optimizer.load_state_dict(objects["optimizer"])
+        self.scheduler.load_state_dict(objects["scheduler"])
+        self.guard.load_state_dict(state["guard"])
+        self.guard_base = tensors.get("guard_base")
+        self.history = list(state["history"])
+        return state
+
+    def param_checksums(self) -> list[float]:
+        """Sum of |trainable params| on every rank (DDP keeps them identical)."""
+        import torch
+
+        local = torch.tensor([sum(float(p.detach().double().abs().sum()) for p in self.params.values())],
+                             dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.gather(local).tolist()
+
+    def save_final(self, status: str = "finished", **extra: Any) -> dict[str, Any]:
+        """Release the EMA weights (LoRA merged) as a pipeline and write the summary."""
+        import torch
+
+        from steps.models.policy import load_spec, save_pipeline
+        from steps.rl.policy import add_lora, merge_lora
+
+        acc, cfg = self.accelerator, self.cfg
+        checksums = self.param_checksums()
+        if not self.sharded and max(checksums) != min(checksums):
+            raise RuntimeError(f"ranks hold different policy parameters (checksums {checksums})")
+        selection = self.select_release()
+        if self.sharded:  # FSDP (not exercised on CPU): gather the full EMA weights on rank 0
+            with self.ema.applied(self.params):
+                full = acc.get_state_dict(self.policy)
+            if self.is_main:
+                transformer = type(self.transformer).from_config(self.transformer.config)
+                if cfg.lora_rank:
+                    add_lora(transformer, cfg.lora_rank, cfg.lora_alpha)
+                transformer.load_state_dict(full)
+                self.pipe.register_modules(transformer=transformer)
+        elif self.is_main:
+            transformer = acc.unwrap_model(self.policy)
+            self.ema.copy_to(self.params)
+        if self.is_main:
+            if cfg.lora_rank:
+                merge_lora(transformer)
+            transformer.to(getattr(torch, cfg.dtype))
+            save_pipeline(self.pipe, self.model_dir, load_spec(cfg.base_dir) if cfg.base_dir else None)
+            self.write_summary(status=status, checksums=checksums, release=selection, **extra)
+        acc.wait_for_everyone()
+        return json.loads((self.report_dir / "summary.json").read_text())
+
+    def select_release(self) -> dict[str, Any]:
+        """Put the EMA weights to release into ``self.ema`` and say which: the best validation evaluation's
+        (``release=best_validation``, when a step after 0 was best) or the last step's."""
+        import torch
+        from safetensors.torch import load_file
+
+        from steps.training.checkpoints import checkpoint_dir
+
+        last = self.history[-1]["step"] if self.history else self.cfg.steps
+        best = self.guard.best
+        if self.cfg.release == "last" or not self.cfg.guard_every:
+            return {"rule": self.cfg.release, "step": last, "note": "the last step's EMA weights"}
+        folder = checkpoint_dir(self.best_root, best.get("step", 0))
+        files = sorted(folder.glob(f"ema{self.checkpointer.suffix()}.safetensors"))
+        if self.sharded or not best or not files:
+            return {"rule": "best_validation", "step": last,
+                    "note": f"best step {best.get('step')} not loadable here ({folder}): the last step's EMA weights"}
+        shadow = load_file(str(files[0]))
+        self.ema.shadow = {n: shadow[n].to(self.accelerator.device, torch.float32) for n in self.ema.shadow}
+        if not best["step"]:
+            return {"rule": "best_validation", "step": 0, "validation_signal": best["score"],
+                    "note": "no RL step beat the base on the validation split: the base's weights are released "
+                            "(RL did not improve it; the promotion gate compares it with the base)"}
+        return {"rule": "best_validation", "step": int(best["step"]), "validation_signal": best["score"],
+                "note": f"the EMA weights of step {best['step']}, the best mean truth on the validation split"}
+
+    def summary(self, status: str = "finished", **extra: Any) -> dict[str, Any]:
+        from steps.rl.report import summarise
+
+        released = "EMA (LoRA merged)" if self.cfg.lora_rank else "EMA"
+        return {"status": status, "model_dir": str(self.model_dir), "reference": self.cfg.reference,
+                "released_weights": released, **summarise(self.history), "guard": self.guard.state_dict(),
+                "world_size": self.accelerator.num_processes, "config": self.cfg.params(),
+                "best_heldout": self.best_heldout(), **extra}
+
+    def write_summary(self, status: str, **extra: Any) -> None:
+        from steps.io import atomic_write_json
+
+        atomic_write_json(self.report_dir / "summary.json", self.summary(status, **extra))
+
+    def best_heldout(self) -> dict[str, Any]:
+        """The guard's best evaluation: step, mean held-out signal, and the folder with its weights (if any)."""
+        from steps.training.checkpoints import checkpoint_dir
+
+        best = dict(self.guard.best)
+        if best.get("step"):
+            best["dir"] = str(checkpoint_dir(self.best_root, best["step"]))
+        return best
+
+
+def check_judge(cfg: RLConfig) -> None:
+    """A judge trained by steps.judge.train must be queried as it was trained: same query template version, same
+    number of images. (A released Qwen2.5-VL directory has no training.json and is not checked.)"""
+    from steps.models.judge import TRAINING_RECORD, training_record
+    from steps.preferences import QUERY_TEMPLATE_VERSION
+
+    record = Path(cfg.judge_dir) / TRAINING_RECORD
+    trained = training_record(cfg.judge_dir)
+    if not trained:
+        return
+    version = trained.get("query_template_version", QUERY_TEMPLATE_VERSION)
+    if version != QUERY_TEMPLATE_VERSION:
+        raise ValueError(f"{record}: judge trained on query template {version!r}, the code asks "
+                         f"{QUERY_TEMPLATE_VERSION!r}: retrain the judge")
+    shown = bool(trained.get("config", {}).get("show_source", False))
+    if shown != cfg.judge_sees_source:
+        raise ValueError(f"{record}: judge trained with show_source={shown}; set judge_sees_source={shown}")
+
+
+def train(cfg: RLConfig, log=None, log_artifact=None) -> dict[str, Any]:
+    """Run the recipe (setup, train, save); returns the summary (also in out_dir/<reference>_report)."""
+    return OneRewardRecipe(cfg, log, log_artifact).setup().train()
+
+
+def main(argv: list[str] | None = None) -> None:
+    def extra(parser):
+        parser.add_argument("--mlflow-run-id", help="log metrics and grids to this MLflow run (main process)")
+
+    cfg, args = parse_cli(RLConfig, __doc__, argv, extra)
+    log = log_artifact = None
+    if args.mlflow_run_id and int(os.environ.get("RANK", "0")) == 0:
+        from steps.tracking import Tracker
+
+        tracker = Tracker(os.environ.get("MLFLOW_TRACKING_URI"))
+        log = tracker.metrics_logger(args.mlflow_run_id)
+        log_artifact = lambda path: tracker.log_artifact(args.mlflow_run_id, path, "rl_grids")  # noqa: E731
+    summary = train(cfg, log, log_artifact)
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = ("status", "model_dir", "final_rewards", "train_seconds")
+        print(json.dumps({k: summary[k] for k in keys}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
