@@ -13,7 +13,8 @@ from dagster_pipes import open_dagster_pipes
 
 def main() -> None:
     from steps.config import from_dict
-    from steps.rl.train import RLConfig, train
+    from steps.rl.config import RLConfig
+    from steps.rl.train import train
     from steps.tracking import Tracker
 
     main_process = int(os.environ.get("RANK", "0")) == 0

@@ -25,11 +25,11 @@ from steps.paths import TINY  # noqa: E402
 
 def old_aesthetics(cand: np.ndarray, sample) -> float:
     """The formula before 2026-11-30: exp(-(max(0, ln r) + 0.5 max(0, -ln r))), r = (E(c) + eps) / (E(t) + eps)."""
-    from steps.world import _abs_laplacian, _gray, _unit, dilate
+    from steps.world.truth import abs_laplacian, dilate, to_gray, to_unit
 
     region = dilate(sample.mask > 127, 2)
-    e_c = float(_abs_laplacian(_gray(_unit(cand)))[region].mean())
-    e_t = float(_abs_laplacian(_gray(_unit(sample.target)))[region].mean())
+    e_c = float(abs_laplacian(to_gray(to_unit(cand)))[region].mean())
+    e_t = float(abs_laplacian(to_gray(to_unit(sample.target)))[region].mean())
     log_r = math.log((e_c + 0.01) / (e_t + 0.01))
     return math.exp(-max(log_r, 0.0) - 0.5 * max(-log_r, 0.0))
 
@@ -38,9 +38,9 @@ def main(argv=None) -> dict:
     from scipy.stats import spearmanr
 
     from bench.benchlib import machine, machine_line
-    from steps.judge.candidates import read_candidate_sets
     from steps.data.datasets import load_samples
     from steps.io import read_rgb
+    from steps.judge.candidates import read_candidate_sets
     from steps.world import score
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -35,8 +35,10 @@ def main(argv=None) -> None:
     import torch
 
     from steps.data.datasets import load_samples
-    from steps.judge.train import easy_pair_batch, yes_no_loss
-    from steps.models.judge import Judge, spec_for
+    from steps.judge.easy_pairs import easy_pair_batch
+    from steps.judge.losses import yes_no_loss
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import spec_for
     from steps.runtime import setup
 
     setup(threads=1)

@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         BaseConfig,
         encode_dataset,
         latent_mask_weights,
-        sample_outputs,
         train_transformer,
     )
+    from steps.foundations.base_report import sample_outputs
     from steps.models.policy import load_fill_pipeline
     from steps.runtime import setup
 

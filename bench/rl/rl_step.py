@@ -194,10 +194,11 @@ def run(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from steps.data.datasets import load_samples
+    from steps.rl.config import RLConfig
     from steps.rl.report import save_sample_grid
     from steps.rl.reward import PairJudge
     from steps.rl.rollout import ConditionBank
-    from steps.rl.train import OneRewardRecipe, RewardHackingError, RLConfig
+    from steps.rl.train import OneRewardRecipe, RewardHackingError
     from steps.tracking import Tracker
 
     work = Path(tempfile.mkdtemp(prefix="bench_rl_step_"))

@@ -54,7 +54,7 @@ def variant_config(name: str, overrides: dict, args):
     """One variant's RLConfig: the profile's (as the CLI and the policy asset resolve it), the sweep's values,
     then --set and the variant's overrides."""
     from bench.benchlib import step_config
-    from steps.rl.train import RLConfig
+    from steps.rl.config import RLConfig
 
     values = dict(guard_every=args.guard_every, guard_margin=1.0, steps=args.steps, sample_every=0,
                   checkpoint_every=0, resume=False, out_dir=str(Path(args.work) / name), threads=args.threads)

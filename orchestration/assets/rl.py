@@ -15,7 +15,7 @@ from orchestration.assets.models import BASE_MODEL, image_md
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import MlflowResource, ProjectResource
 from steps.paths import PolicyLayout
-from steps.rl.train import RESUME_MUST_MATCH, RLConfig
+from steps.rl.config import RESUME_MUST_MATCH, RLConfig
 
 RL_GROUP = "rl"
 _RLFields = config_from_dataclass(RLConfig, "RLFields", exclude=(

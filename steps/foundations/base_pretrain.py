@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field
+from steps.foundations.base_report import loss_plot, quality_table, sample_grids, sample_outputs
 from steps.paths import TINY, ArtifactPaths
 from steps.training.recipe import Recipe, run_cli
 
@@ -54,7 +55,7 @@ class BaseConfig(Profiled):
     eval_per_task: int = field(24, "benchmark conditions per task in the quality table")
     log_every: int = field(25, "log losses every N steps")
     world_pool: int = field(0, "> 0: train on this many world conditions generated at the foundation indices "
-                               "(steps.training.optim.FOUNDATION_INDEX_OFFSET) instead of train_dir (the foundation job)")
+                               "(steps.training.draws.FOUNDATION_INDEX_OFFSET) instead of train_dir (the foundation job)")
     checkpoint_dir: str = field("", "resumable checkpoints here every checkpoint_every steps; empty = none")
     checkpoint_every: int = field(500, "steps between checkpoints (VAE and transformer phases alike)")
 
@@ -92,7 +93,7 @@ def train_vae(pipe, images, cfg: BaseConfig, log, start: int = 0, curve: list[fl
     after every step (checkpoints)."""
     import torch
 
-    from steps.training.optim import step_rng
+    from steps.training.draws import step_rng
     from steps.training.recipe import due, optimizer_step, progress
 
     vae = pipe.vae
@@ -176,7 +177,7 @@ def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, log, start:
     import torch
 
     from steps.models.denoise import velocity
-    from steps.training.optim import step_rng, torch_generator
+    from steps.training.draws import step_rng, torch_generator
     from steps.training.recipe import due, optimizer_step, progress
 
     tr = pipe.transformer
@@ -204,79 +205,13 @@ def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, log, start:
     return curve
 
 
-def sample_outputs(pipe, samples, cfg: BaseConfig, transformer=None, batch: int = 64) -> np.ndarray:
-    """Fill every sample with the pipeline (fixed seed): N x H x W x 3 uint8."""
-    import torch
-
-    from steps.models.denoise import decode, denoise, encode_conditions
-
-    outs = []
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    with torch.no_grad():
-        for i in range(0, len(samples), batch):
-            chunk = samples[i:i + batch]
-            cond = encode_conditions(pipe, np.stack([s.image for s in chunk]), np.stack([s.mask for s in chunk]),
-                                     [s.prompt for s in chunk])
-            lat = denoise(pipe, cond, cfg.sample_steps, cfg.guidance, generator=gen, transformer=transformer)
-            img = decode(pipe, lat, cond.height, cond.width)
-            outs.append((img.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-    return np.concatenate(outs)
-
-
-def quality_table(samples, outputs) -> dict[str, float]:
-    """Mean world score per task x dimension: {"<task>/<dimension>": mean}."""
-    from steps.world import score
-
-    acc: dict[str, list[float]] = {}
-    for s, out in zip(samples, outputs):
-        for dim, v in score(out, s).items():
-            acc.setdefault(f"{s.task}/{dim}", []).append(v)
-    return {k: float(np.mean(v)) for k, v in sorted(acc.items())}
-
-
-def sample_grids(samples, systems: dict[str, np.ndarray], out_dir: Path, per_task: int = 4) -> list[Path]:
-    """One PNG per task; rows: conditions; columns: source | mask | <systems...> | target."""
-    from steps.viz import image_grid, save_image
-
-    paths = []
-    for task in ("fill", "extend", "removal"):
-        idx = [i for i, s in enumerate(samples) if s.task == task][:per_task]
-        rows = [[samples[i].image, samples[i].mask, *(out[i] for out in systems.values()), samples[i].target]
-                for i in idx]
-        grid = image_grid(rows, ["source", "mask", *systems, "target"], [f"{samples[i].prompt}" for i in idx],
-                          title=f"base model samples: {task}")
-        paths.append(save_image(grid, out_dir / f"samples_{task}.png"))
-    return paths
-
-
-def loss_plot(curves: dict[str, list[float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.2))
-    for ax, (name, curve) in zip(np.atleast_1d(axes), curves.items()):
-        k = max(1, len(curve) // 50)
-        smooth = np.convolve(curve, np.ones(k) / k, mode="valid")
-        ax.plot(smooth)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 BASE_RESUME_MUST_MATCH = ("profile", "seed", "world_pool", "train_dir", "vae_steps", "vae_batch", "vae_lr", "vae_crop",
                           "steps", "batch_size", "lr", "warmup", "mask_weight", "guidance")
 
 
 def _training_samples(cfg: BaseConfig, spec) -> list:
     from steps.data.datasets import load_samples
-    from steps.training.optim import world_pool
+    from steps.training.draws import world_pool
 
     if cfg.world_pool:
         return world_pool(spec.image_size, cfg.world_pool)
@@ -289,7 +224,7 @@ def _training_samples(cfg: BaseConfig, spec) -> list:
 
 def _eval_samples(cfg: BaseConfig, spec) -> list:
     from steps.data.datasets import load_samples
-    from steps.training.optim import FOUNDATION_INDEX_OFFSET, world_pool
+    from steps.training.draws import FOUNDATION_INDEX_OFFSET, world_pool
 
     if cfg.world_pool:  # held out from the pool: the indices after it
         pool = world_pool(spec.image_size, 8 * cfg.eval_per_task, offset=FOUNDATION_INDEX_OFFSET + cfg.world_pool)

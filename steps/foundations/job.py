@@ -8,7 +8,7 @@ pipeline then fine-tunes, as the paper fine-tunes FLUX.1-Fill-dev and Qwen2.5-VL
     python -m steps.foundations --profile smoke --set out_dir=/tmp/f               # seconds (tests)
 
 Both parts train on a pool of world conditions at indices no train, validation or benchmark sample has
-(steps.training.optim.FOUNDATION_INDEX_OFFSET), checkpoint every ``checkpoint_every`` steps under
+(steps.training.draws.FOUNDATION_INDEX_OFFSET), checkpoint every ``checkpoint_every`` steps under
 ``<out_dir>/checkpoints/<part>/`` and resume from there when run again (exactly, on CPU). When a part
 finishes, its model is written to ``<out_dir>/<part>/`` (safetensors) and ``<out_dir>/provenance.json``
 records the command, the commit, the steps, the wall time, the final metrics and the sha256 of every file.
@@ -294,7 +294,7 @@ def candidate_pool(base_dir: str | os.PathLike, out: str | os.PathLike, size: in
     from steps.judge.candidates import CandidatesConfig, draw_sampling
     from steps.models.denoise import decode, denoise, encode_conditions
     from steps.models.policy import load_fill_pipeline
-    from steps.training.optim import world_pool
+    from steps.training.draws import world_pool
 
     pipe = load_fill_pipeline(str(base_dir))
     samples = world_pool(size, n_conditions)

@@ -32,7 +32,7 @@ def _abs_laplacian(g: torch.Tensor) -> torch.Tensor:
 
 def soft_shows_colour(x: torch.Tensor, background: torch.Tensor, colour: str) -> torch.Tensor:
     """HxW in [0, 1]: soft version of `steps.world.shows_colour` (x, background: 3xHxW in [0, 1])."""
-    from steps.world import COLOUR_MAX_DIST, COLOURS
+    from steps.world.truth import COLOUR_MAX_DIST, COLOURS
 
     palette = torch.tensor(list(COLOURS.values()), dtype=x.dtype, device=x.device) / 255.0  # K x 3
     d_pal = (x[None] - palette[:, :, None, None]).pow(2).sum(1).add(1e-8).sqrt()  # K x H x W
@@ -80,7 +80,7 @@ class SampleTruth:
                                        dtype=torch.float32, device=device)
 
     def __call__(self, x: torch.Tensor, dim: str) -> torch.Tensor:
-        from steps.world import (
+        from steps.world.truth import (
             AESTHETICS_BLUR_WEIGHT,
             AESTHETICS_EDGE,
             AESTHETICS_EDGE_Q,

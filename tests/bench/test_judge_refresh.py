@@ -16,7 +16,7 @@ def test_refresh_enlarges_the_chosen_sets_relabels_and_retrains(tmp_path):
     from steps.data.datasets import DatasetConfig, build_world
     from steps.judge.candidates import CandidatesConfig, generate_candidates
     from steps.models.judge import Judge
-    from steps.models.judge import spec_for as judge_spec
+    from steps.models.judge_spec import spec_for as judge_spec
     from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
     from steps.preferences import QUERY_TEMPLATE
 

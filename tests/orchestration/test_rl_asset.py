@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestration.assets.rl import discard_stale_checkpoints, launch_command
 from steps.paths import ArtifactPaths
-from steps.rl.train import RESUME_MUST_MATCH, RLConfig
+from steps.rl.config import RESUME_MUST_MATCH, RLConfig
 
 
 def test_checkpoints_kept_for_same_inputs_and_dropped_for_new_ones(tmp_path):

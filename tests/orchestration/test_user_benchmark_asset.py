@@ -20,7 +20,8 @@ def trained_outputs(root):
     """Stand-ins for base_model, policy and judge (smoke sizes, random weights): what the graph reads."""
     import torch
 
-    from steps.models.judge import JUDGE_SPECS, Judge
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import JUDGE_SPECS
     from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
 
     torch.set_num_threads(1)

@@ -25,7 +25,7 @@ from steps.judge.agreement import AgreementConfig
 from steps.judge.annotate import AnnotateConfig
 from steps.judge.candidates import CandidatesConfig
 from steps.judge.train import JudgeConfig
-from steps.rl.train import RLConfig
+from steps.rl.config import RLConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [BaseConfig, BenchmarkConfig, JudgeConfig, JudgePretrainConfig, RLConfig]

@@ -99,7 +99,7 @@ def _config_classes():
     from steps.judge.annotate import AnnotateConfig
     from steps.judge.candidates import CandidatesConfig
     from steps.judge.train import JudgeConfig
-    from steps.rl.train import RLConfig
+    from steps.rl.config import RLConfig
 
     return [AnnotateConfig, BaseConfig, BenchmarkConfig, CandidatesConfig, CompetitorsConfig, FoundationsConfig,
             JudgeConfig, AgreementConfig, JudgePretrainConfig, RLConfig]
@@ -146,7 +146,7 @@ def test_for_profile_paths_are_the_paths_objects(profile, tmp_path):
     from steps.foundations.base_pretrain import BaseConfig
     from steps.foundations.judge_pretrain import JudgePretrainConfig
     from steps.judge.train import JudgeConfig
-    from steps.rl.train import RLConfig
+    from steps.rl.config import RLConfig
 
     p = ArtifactPaths(tmp_path, profile)
     base = BaseConfig.for_profile(profile, tmp_path)
@@ -169,7 +169,8 @@ def test_for_profile_paths_are_the_paths_objects(profile, tmp_path):
 
 
 def test_the_recipe_writes_where_the_paths_object_says(tmp_path):
-    from steps.rl.train import OneRewardRecipe, RLConfig
+    from steps.rl.config import RLConfig
+    from steps.rl.train import OneRewardRecipe
 
     p = ArtifactPaths(tmp_path, "smoke")
     for variant in ("static", "dynamic"):

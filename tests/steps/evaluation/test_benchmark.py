@@ -123,7 +123,8 @@ def test_outputs_charts_grids_markdown_report(world, tmp_path):
 
 
 def test_photos_have_no_annotators_and_a_real_judge_runs(tmp_path):
-    from steps.models.judge import Judge, spec_for
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import spec_for
 
     build_photos(DatasetConfig(size=32), tmp_path)
     conditions = read_conditions(tmp_path / "photos")[:9]

@@ -75,6 +75,7 @@ def test_verify_names_the_missing_or_altered_file(tmp_path):
 
 def test_judge_foundation_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
     import steps.foundations.judge_pretrain as jp
+    import steps.judge.losses as losses
 
     overrides = {"steps": 12, "checkpoint_every": 4, "adv_share": 0.5, "anchor_fraction": 0.25}
     full = F.FoundationsConfig(profile="smoke", part="judge", out_dir=str(tmp_path / "full"),
@@ -90,11 +91,13 @@ def test_judge_foundation_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     cut = F.FoundationsConfig(profile="smoke", part="judge", out_dir=str(tmp_path / "cut"), judge_overrides=overrides)
-    monkeypatch.setattr(jp, "soft_yes_no_loss", killed_in_step_10)
+    monkeypatch.setattr(jp, "soft_yes_no_loss", killed_in_step_10)  # the training loss
+    monkeypatch.setattr(losses, "soft_yes_no_loss", killed_in_step_10)  # the attack's
     with pytest.raises(Killed):
         F.build(cut)
     assert not (tmp_path / "cut" / "judge").exists()
     monkeypatch.setattr(jp, "soft_yes_no_loss", real)
+    monkeypatch.setattr(losses, "soft_yes_no_loss", real)
     F.build(cut)
     a, b = _weights(tmp_path / "full" / "judge"), _weights(tmp_path / "cut" / "judge")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -17,7 +17,7 @@ def test_lora_judge_trains_only_adapters_and_merges(tmp_path):
     before = {n: p.detach().clone() for n, p in judge.model.named_parameters() if "lora_" not in n}
     opt = torch.optim.AdamW([p for p in judge.parameters() if p.requires_grad], lr=1e-2)
     imgs = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
-    from steps.judge.train import yes_no_loss
+    from steps.judge.losses import yes_no_loss
 
     for _ in range(3):
         loss, _ = yes_no_loss(judge, [imgs, imgs[::-1].copy()], ["Is the first image better?"] * 2,

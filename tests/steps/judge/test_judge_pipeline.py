@@ -13,7 +13,8 @@ from steps.foundations.judge_pretrain import JudgePretrainConfig, pretrain_judge
 from steps.judge.agreement import AgreementConfig, gate, run_agreement, split_of, wilson
 from steps.judge.annotate import AnnotateConfig, annotate
 from steps.judge.candidates import CandidatesConfig, generate_candidates, read_candidate_sets
-from steps.judge.train import JudgeConfig, easy_loser, train_judge
+from steps.judge.easy_pairs import easy_loser
+from steps.judge.train import JudgeConfig, train_judge
 from steps.manifest import ManifestError
 from steps.preferences import read_pairs
 from steps.world import DIMENSIONS, dimensions_for, score
@@ -82,7 +83,7 @@ def test_easy_losers_are_worse_on_their_dimension():
 
 
 def test_pretraining_pairs_are_labelled_by_the_world():
-    from steps.foundations.judge_pretrain import pair_batch, soft_label
+    from steps.foundations.judge_pairs import pair_batch, soft_label
     from steps.world import WorldConfig, make_sample, score
 
     samples = [make_sample(WorldConfig(size=32), i, t) for i in range(12) for t in ("fill", "extend", "removal")]
@@ -97,7 +98,7 @@ def test_pretraining_pairs_are_labelled_by_the_world():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_hard_negative_textures_lose_against_the_target(seed):
-    from steps.foundations.judge_pretrain import variant
+    from steps.foundations.judge_pairs import variant
     from steps.world import WorldConfig, dimensions_for, make_sample, score
 
     rng = np.random.default_rng(seed)
@@ -112,8 +113,9 @@ def test_hard_negative_textures_lose_against_the_target(seed):
 def test_adversarial_images_stay_within_budget_and_raise_the_loss():
     import torch
 
-    from steps.foundations.judge_pretrain import adversarial_images, soft_yes_no_loss, to_float
-    from steps.models.judge import Judge, spec_for
+    from steps.judge.losses import adversarial_images, soft_yes_no_loss, to_float
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import spec_for
     from steps.world import WorldConfig, make_sample
 
     judge = Judge.build(spec_for("smoke"))
@@ -188,7 +190,7 @@ def test_config_guards():
 
 
 def test_easy_pair_batches_put_the_target_first_then_second():
-    from steps.judge.train import easy_pair_batch
+    from steps.judge.easy_pairs import easy_pair_batch
     from steps.world import WorldConfig, make_sample
 
     samples = [make_sample(WorldConfig(size=32), i, t) for i, t in enumerate(["fill", "extend", "removal"] * 2)]
@@ -212,7 +214,7 @@ def test_masked_source_blanks_only_the_region():
 
 def test_candidate_easy_pairs_are_better_by_construction(prefs):
     from steps.io import read_rgb
-    from steps.judge.train import CANDIDATE_EASY_DIMENSIONS, candidate_easy_pair
+    from steps.judge.easy_pairs import CANDIDATE_EASY_DIMENSIONS, candidate_easy_pair
 
     root, _ = prefs
     samples = {s.id: s for s in load_samples(root / "data/train")}
@@ -318,8 +320,9 @@ def test_compare_asks_both_orders_and_shows_the_source_as_trained():
 def test_attacked_pairs_stay_mirrored_and_within_budget():
     import torch
 
-    from steps.judge.train import attacked
-    from steps.models.judge import Judge, spec_for
+    from steps.judge.losses import attacked
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import spec_for
     from steps.world import WorldConfig, make_sample
 
     judge = Judge.build(spec_for("smoke"))

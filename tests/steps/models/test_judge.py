@@ -14,8 +14,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from steps.models.judge import JUDGE_PATH_ENV, JUDGE_SPECS, Judge, processor_class  # noqa: E402
+from steps.models.judge import JUDGE_PATH_ENV, Judge, processor_class
 from steps.models.judge_preprocess import preprocess  # noqa: E402
+from steps.models.judge_spec import JUDGE_SPECS
 from steps.models.tokenizers import QWEN_SPECIAL_TOKENS  # noqa: E402
 
 torch.set_num_threads(1)

@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from tests.steps.registry.test_gates import passing
-from tests.steps.registry.test_serving import SIZE, request_image
 
 from steps.registry.register import (
     CHALLENGER,
@@ -25,6 +23,8 @@ from steps.registry.register import (
     use_tracking_uri,
 )
 from steps.registry.serving import decode_png, encode_png, fill_request
+from tests.steps.registry.test_gates import passing
+from tests.steps.registry.test_serving import SIZE, request_image
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_registered_fill_model_loads_from_the_registry_and_fills(mlflow_uri, reg
     location = client.get_logged_model(registered["model_id"]).artifact_location
     requirements = (Path(location.removeprefix("file://")) / "requirements.txt").read_text().split()
     assert {"torch", "diffusers", "mlflow"} <= {r.split("==")[0] for r in requirements}
-    assert (Path(location.removeprefix("file://")) / "code" / "steps" / "fill_pyfunc.py").is_file()
+    assert (Path(location.removeprefix("file://")) / "code" / "steps" / "registry" / "fill_pyfunc.py").is_file()
     with pytest.raises(Exception, match="unknown task"):
         model.predict(pd.DataFrame([fill_request(image, mask, "x", "paint")]))
 
@@ -159,7 +159,8 @@ def test_infer_cli_fills_from_the_champion_with_clear_errors(mlflow_uri, pipelin
 
 
 def test_judge_registers_and_scores_pairs(mlflow_uri, tmp_path):
-    from steps.models.judge import Judge, spec_for
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import spec_for
     from steps.preferences import judge_query
 
     judge_dir = Judge.build(spec_for("smoke")).save(tmp_path / "judge")

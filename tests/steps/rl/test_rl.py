@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
+from steps.rl.config import RLConfig
 from steps.rl.rollout import draw_step, rollout
-from steps.rl.train import OneRewardRecipe, RewardHackingError, RLConfig, main, train
+from steps.rl.train import OneRewardRecipe, RewardHackingError, main, train
 from steps.training.checkpoints import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,7 +28,7 @@ def smoke(tmp_path_factory) -> Path:
     """Smoke world, random-init smoke base pipeline and judge, saved as the real ones are."""
     from steps.data.datasets import DatasetConfig, build_world
     from steps.models.judge import Judge
-    from steps.models.judge import spec_for as judge_spec
+    from steps.models.judge_spec import spec_for as judge_spec
     from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
     from steps.preferences import QUERY_TEMPLATE
 
@@ -486,7 +487,7 @@ def test_oracle_reward_runs_the_recipe_without_a_judge(smoke, tmp_path):
 
 
 def test_oracle_truth_matches_the_world_scores():
-    from steps.foundations.judge_pretrain import variant
+    from steps.foundations.judge_pairs import variant
     from steps.rl.oracle import SampleTruth
     from steps.world import WorldConfig, dimensions_for, make_sample, score
 

@@ -1,0 +1,129 @@
+"""The OneReward RL recipe's configuration (section `rl` of configs/<profile>.yaml) and the fields a resumed
+run must share with the run it resumes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from steps.config import Profiled, field
+from steps.paths import TINY, ArtifactPaths
+
+RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
+                     "ema_tau", "paste_back", "guidance", "grad_accum", "lora_rank", "lora_alpha",
+                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness", "anchor_beta")
+
+
+@dataclass(frozen=True)
+class RLConfig(Profiled):
+    SECTION = "rl"  # of configs/<profile>.yaml
+
+    profile: str = field("tiny", "smoke | tiny (models built from config) | flux (FLUX.1-Fill, Qwen2.5-VL)")
+    base_dir: str = field(str(TINY.base_model), "base pipeline directory ('': $ONEREWARD_FLUX_PATH)")
+    judge_dir: str = field(str(TINY.judge), "trained judge directory (Judge.save layout)")
+    train_dir: str = field(str(TINY.train), "training conditions (manifest.jsonl)")
+    eval_dir: str = field(str(TINY.validation), "validation conditions for the reward-hacking guard and the "
+                                                  "best-step record (never the benchmark)")
+    out_dir: str = field(str(TINY.policy_root), "released model goes to out_dir/<reference>/")
+    reference: str = field("static", "static: frozen base (Algorithm 1) | dynamic: EMA policy (Algorithm 2)")
+    # task mix and batches
+    fill_prob: float = field(0.5, "probability of drawing a fill batch")
+    extend_prob: float = field(0.25, "probability of drawing an extend batch")
+    removal_prob: float = field(0.25, "probability of drawing a removal batch")
+    batch_size: int = field(8, "conditions per rank per micro-batch")
+    grad_accum: int = field(1, "micro-batches per optimizer step")
+    steps: int = field(300, "optimizer steps")
+    lr: float = field(1e-4, "AdamW learning rate (constant after warmup)")
+    warmup: int = field(10, "linear warmup steps")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    grad_clip: float = field(1.0, "max global gradient norm")
+    # the method's open defaults (docs/DESIGN.md §4)
+    denoise_steps: int = field(8, "T: Euler steps of the sampling schedule")
+    t1: int = field(-1, "first step index the policy may stop at (-1: T // 2, the second half)")
+    t2: int = field(-1, "last step index the policy may stop at (-1: T - 1)")
+    lam: float = field(0.8, "lambda of J_e = max(0, lambda - P(Yes)): no gradient once P(Yes) > lambda")
+    ema_tau: float = field(0.99, "EMA decay: shadow <- tau * shadow + (1 - tau) * policy")
+    anchor_beta: float = field(0.0, "velocity-space anchor to the base: + beta * mean((v_policy - v_base)^2) on "
+                                    "the same x_t at the grad step (Flow-GRPO's KL for flows; 0 = off, the paper)")
+    paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
+    guidance: float = field(30.0, "FLUX distilled-guidance value")
+    judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
+    reward: str = field("judge", "judge (the method) | oracle (smoke/tiny: the world's differentiable truth in "
+                                 "place of the judge, steps.rl.oracle -- does the recipe work with a perfect reward?)")
+    oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
+    # cadence
+    log_every: int = field(1, "call log(...) every N steps (rewards are logged for the step's task)")
+    sample_every: int = field(50, "sample grid every N steps (0 = never)")
+    checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
+    release: str = field("best_validation", "which EMA weights are released: best_validation (the guard's best "
+                                            "evaluation on the validation split, never the benchmark; the base's own "
+                                            "weights when no step beat it; the last step when the guard is off) | last")
+    resume: bool = field(True, "continue from the newest checkpoint in out_dir/<reference>_checkpoints")
+    # reward-hacking guard
+    guard_every: int = field(50, "held-out evaluation every N steps (0 = guard off)")
+    guard_per_task: int = field(8, "held-out conditions per task")
+    guard_signal: str = field("world", "world (simulated annotators) | kept_region (SSIM of the kept region)")
+    guard_margin: float = field(0.1, "held-out drop (vs the base) that counts as a fall")
+    guard_min_rise: float = field(0.02, "judge reward rise (vs the base) that counts as a rise")
+    guard_patience: int = field(2, "flagged evaluations in a row before stopping")
+    # systems
+    seed: int = field(0, "seed of every random choice (with the step and rank)")
+    threads: int = field(1, "torch CPU threads per process")
+    cpu: bool = field(False, "force CPU (always on CPU when no GPU is present)")
+    mixed_precision: str = field("no", "accelerate autocast: no | bf16 | fp16")
+    dtype: str = field("float32", "dtype of the frozen modules (VAE, text encoders, judge, LoRA base)")
+    gradient_checkpointing: bool = field(False, "recompute transformer activations in the grad step")
+    lora_rank: int = field(0, "0 = full fine-tune; > 0 = LoRA of this rank on the attention projections")
+    lora_alpha: float = field(0.0, "LoRA alpha (0 = rank)")
+    cache_conditions: bool = field(True, "encode the train split's conditions once (off: per batch)")
+    judge_share_images: bool = field(True, "judge each image once for all its queries, tokenised queries "
+                                           "cached (rl_reward.PairJudge; off: every row encoded on its own)")
+
+    def __post_init__(self):
+        checks = {
+            "profile": self.profile in ("smoke", "tiny", "flux"),
+            "reference": self.reference in ("static", "dynamic"),
+            "guard_signal": self.guard_signal in ("world", "kept_region"),
+            "mixed_precision": self.mixed_precision in ("no", "bf16", "fp16"),
+            "dtype": self.dtype in ("float32", "bfloat16", "float16"),
+            "lam": 0 < self.lam <= 1, "ema_tau": 0 <= self.ema_tau < 1, "lora_rank": self.lora_rank >= 0,
+            "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
+            "seed": self.seed >= 0,
+            "release": self.release in ("best_validation", "last"),
+            "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
+            "oracle_sharpness": self.oracle_sharpness > 0, "anchor_beta": self.anchor_beta >= 0,
+        }
+        for name in ("batch_size", "grad_accum", "steps", "denoise_steps", "keep_checkpoints",
+                     "guard_per_task", "log_every"):
+            checks[name] = getattr(self, name) >= 1
+        for name in ("sample_every", "checkpoint_every", "guard_every", "warmup"):
+            checks[name] = getattr(self, name) >= 0
+        probs = (self.fill_prob, self.extend_prob, self.removal_prob)
+        checks["task probabilities (>= 0, sum 1)"] = min(probs) >= 0 and abs(sum(probs) - 1) < 1e-6
+        (t1, t2), t = self.t_range, self.denoise_steps
+        checks[f"t1/t2 (0 <= t1={t1} <= t2={t2} < T={t})"] = 0 <= t1 <= t2 < t
+        bad = [f"{name}={getattr(self, name)!r}" if hasattr(self, name) else name
+               for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"RLConfig: invalid {'; '.join(bad)}")
+
+    @property
+    def t_range(self) -> tuple[int, int]:
+        """[t1, t2] as step indices; the default is the second half of the T-step schedule."""
+        t = self.denoise_steps
+        return (t // 2 if self.t1 < 0 else self.t1, t - 1 if self.t2 < 0 else self.t2)
+
+    @property
+    def task_probs(self) -> dict[str, float]:
+        return {"fill": self.fill_prob, "extend": self.extend_prob, "removal": self.removal_prob}
+
+    def params(self) -> dict[str, Any]:
+        """The config with [t1, t2] resolved: what MLflow records."""
+        t1, t2 = self.t_range
+        return {**asdict(self), "t1": t1, "t2": t2}
+
+    @classmethod
+    def path_defaults(cls, paths: ArtifactPaths, **context: Any) -> dict[str, Any]:
+        return dict(base_dir=str(paths.base_model), judge_dir=str(paths.judge), train_dir=str(paths.train),
+                    eval_dir=str(paths.validation), out_dir=str(paths.policy_root))
