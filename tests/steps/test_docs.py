@@ -67,3 +67,44 @@ def test_the_check_catches_missing_documents_and_sections(tmp_path):
     assert citation_problems(here, "# see docs/ENVIRONMENT.md", sections)
     assert citation_problems(here, '"""docs/DESIGN.md §4, §12"""', sections)
     assert not citation_problems(here, '"""docs/DESIGN.md §4, §8 and README.md"""', sections)
+
+
+ENTRY_POINT = re.compile(r"-m (steps(?:\.\w+)+)")
+CODE_PATH = re.compile(r"(?<![\w/.-])((?:steps|bench|tests|orchestration|scripts)/[\w/]+\.py)\b")
+
+
+def reference_problems(path: Path, text: str) -> list[str]:
+    """`python -m steps.x.y` that does not name a runnable module, or a code path that does not exist."""
+    import importlib.util
+
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        for m in ENTRY_POINT.finditer(line):
+            name = m.group(1)
+            spec = importlib.util.find_spec(name)
+            runnable = spec is not None and (
+                spec.submodule_search_locations is None or importlib.util.find_spec(name + ".__main__") is not None)
+            if not runnable:
+                problems.append(f"{path.relative_to(REPO)}:{n}: `-m {name}` names no runnable module")
+        for m in CODE_PATH.finditer(line):
+            if not (REPO / m.group(1)).is_file():
+                problems.append(f"{path.relative_to(REPO)}:{n}: {m.group(1)} does not exist")
+    return problems
+
+
+def test_every_cited_entry_point_and_code_path_exists():
+    """After a file moves, no README line, docstring or recorded command points at where it used to be."""
+    problems = []
+    for path in tracked_text_files():
+        if path.suffix == ".json" or path.name == "dvc.lock":
+            continue
+        problems += reference_problems(path, path.read_text(errors="replace"))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_reference_check_catches_moved_modules_and_files():
+    here = REPO / "README.md"
+    assert reference_problems(here, "python -m steps.rl --profile tiny")  # a package without __main__
+    assert reference_problems(here, "see steps/judge_eval.py")
+    assert reference_problems(here, "python bench/rl_gpu.py")
+    assert not reference_problems(here, "python -m steps.rl.train; python -m steps.foundations; bench/rl/rl_gpu.py")
