@@ -119,7 +119,7 @@ def pair_batch(samples, rng: np.random.Generator, n: int, cfg: JudgePretrainConf
                anchor_prob: float = 0.0):
     """``n`` world-labelled pairs: (firsts, seconds) uint8 arrays, queries, soft labels, samples, dimensions.
     With probability ``anchor_prob`` a pair is the target vs a copy corrupted on the asked dimension
-    (`steps.judge.train.easy_loser`), in a random order."""
+    (`steps.judge.easy_pairs.easy_loser`), in a random order."""
     from steps.judge.easy_pairs import easy_loser
     from steps.preferences import judge_query
     from steps.world import dimensions_for, score

@@ -6,11 +6,11 @@
 
 In production the judge starts from Qwen2.5-VL, pretrained by others on vast data. The tiny judge has no such
 start, so this recipe plays the model maker's part: it asks the judge's own question ("is the first image
-better than the second on <dimension>?", `steps.preferences.judge_query`) about pairs of images of one world
+better than the second on <dimension>?", `steps.vocabulary.judge_query`) about pairs of images of one world
 condition whose answer the world's scores give, on a broad distribution of images:
 
 - variants of the condition: the target, the source, nothing generated, corruptions of one dimension
-  (`steps.judge.train.easy_loser`), blends of those inside the region, added noise, blur, colour drift outside the
+  (`steps.judge.easy_pairs.easy_loser`), blends of those inside the region, added noise, blur, colour drift outside the
   region, and base-model candidates when a candidate pool is given;
 - hard negatives: stripe, grid, checker and noise textures of period 2-16 px at every phase and orientation
   inside the edited region, at any opacity (the textures RL painted to fool the earlier judge);

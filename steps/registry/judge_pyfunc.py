@@ -2,7 +2,7 @@
 
 Request: a pandas DataFrame, one row per comparison (`steps.registry.serving.JUDGE_INPUT_COLUMNS`):
 ``first_image`` and ``second_image`` (str, base64 PNGs of the same size) and ``query`` (str, e.g.
-`steps.preferences.judge_query(task, dimension, prompt)`).
+`steps.vocabulary.judge_query(task, dimension, prompt)`).
 Response: a DataFrame with one column ``p_yes`` (float): P("Yes", the first image is better), normalised
 over {Yes, No}. Artifact ``judge``: a directory written by `steps.models.judge.Judge.save`.
 """

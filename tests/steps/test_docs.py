@@ -70,11 +70,41 @@ def test_the_check_catches_missing_documents_and_sections(tmp_path):
 
 
 ENTRY_POINT = re.compile(r"-m (steps(?:\.\w+)+)")
+DOTTED = re.compile(r"(?<![\w/.-])steps(?:\.[A-Za-z_]\w*){2,}")
 CODE_PATH = re.compile(r"(?<![\w/.-])((?:steps|bench|tests|orchestration|scripts)/[\w/]+\.py)\b")
 
 
+def resolves(dotted: str) -> bool:
+    """``steps.a.b.Name.attr``: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        module = obj
+        for attr in parts[cut:]:
+            fields = getattr(obj, "__dataclass_fields__", {})
+            if attr in fields:
+                obj = fields[attr]
+                continue
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+            defined_in = getattr(obj, "__module__", None) if isinstance(obj, type) or callable(obj) else None
+            if obj is not module and getattr(module, "__file__", "").endswith(".py") and not module.__file__.endswith(
+                    "__init__.py") and defined_in and defined_in.startswith("steps") and defined_in != module.__name__:
+                return False  # imported there, defined elsewhere: cite where it lives
+            module = None
+        return True
+    return False
+
+
 def reference_problems(path: Path, text: str) -> list[str]:
-    """`python -m steps.x.y` that does not name a runnable module, or a code path that does not exist."""
+    """`python -m steps.x.y` that does not name a runnable module, a dotted name (`steps.x.Name`) that does not
+    resolve, or a code path that does not exist."""
     import importlib.util
 
     problems = []
@@ -86,6 +116,9 @@ def reference_problems(path: Path, text: str) -> list[str]:
                 spec.submodule_search_locations is None or importlib.util.find_spec(name + ".__main__") is not None)
             if not runnable:
                 problems.append(f"{path.relative_to(REPO)}:{n}: `-m {name}` names no runnable module")
+        for m in DOTTED.finditer(line):
+            if not resolves(m.group(0)):
+                problems.append(f"{path.relative_to(REPO)}:{n}: {m.group(0)} does not resolve: cite the module that defines it")
         for m in CODE_PATH.finditer(line):
             if not (REPO / m.group(1)).is_file():
                 problems.append(f"{path.relative_to(REPO)}:{n}: {m.group(1)} does not exist")
@@ -107,4 +140,6 @@ def test_the_reference_check_catches_moved_modules_and_files():
     assert reference_problems(here, "python -m steps.rl --profile tiny")  # a package without __main__
     assert reference_problems(here, "see steps/judge_eval.py")
     assert reference_problems(here, "python bench/rl_gpu.py")
-    assert not reference_problems(here, "python -m steps.rl.train; python -m steps.foundations; bench/rl/rl_gpu.py")
+    assert reference_problems(here, "the config (steps.rl.train.RLConfig)")  # defined in steps.rl.config
+    assert not reference_problems(here, "python -m steps.rl.train; python -m steps.foundations; bench/rl/rl_gpu.py; "
+                                    "steps.rl.config.RLConfig.lr")
