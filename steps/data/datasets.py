@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from steps.config import Profiled, field, parse_cli
+from steps.fields import Seeded, TaskMix
 from steps.io import atomic_dir, write_png
 from steps.manifest import read_manifest, write_manifest
 
@@ -31,18 +32,17 @@ VALIDATION_INDEX_OFFSET = 3_000_000
 
 
 @dataclass(frozen=True)
-class DatasetConfig(Profiled):
+class DatasetConfig(Profiled, TaskMix, Seeded):
+    """The synthetic world's datasets: the same seed and sizes give byte-identical files. The task mix
+    (steps.fields.TaskMix) is the train split's; the benchmark and validation splits hold a fixed number per task."""
+
     SECTION = "datasets"  # of configs/<profile>.yaml
 
     size: int = field(64, "image side in pixels (multiple of 8)")
-    seed: int = field(0, "world seed: same seed and sizes give byte-identical datasets")
     n_train: int = field(2000, "training conditions (tasks drawn with task_probs)")
     n_benchmark_per_task: int = field(50, "held-out benchmark conditions per task")
     n_validation_per_task: int = field(50, "validation conditions per task (RL guard and release selection; "
                                            "disjoint from the benchmark)")
-    fill_prob: float = field(0.5, "share of fill conditions in the train split")
-    extend_prob: float = field(0.25, "share of extend conditions in the train split")
-    removal_prob: float = field(0.25, "share of removal conditions in the train split")
     text_fraction: float = field(0.2, "share of fill conditions that ask for a quoted word")
     extend_prompt_fraction: float = field(0.5, "share of extend conditions with a user prompt")
 

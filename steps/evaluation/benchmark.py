@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli, resolve
+from steps.fields import Threaded
 from steps.manifest import TASKS, Condition
 from steps.paths import TINY, ArtifactPaths
 
@@ -52,7 +53,7 @@ DIM_SHORT = {"text_alignment": "text", "consistency": "consistency", "structure"
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig(Profiled):
+class BenchmarkConfig(Profiled, Threaded):
     SECTION = "benchmark"  # of configs/<profile>.yaml
 
     profile: str = field("tiny", "profile (names the default paths)")
@@ -66,7 +67,6 @@ class BenchmarkConfig(Profiled):
     judge_batch: int = field(32, "comparisons per judge forward pass (each asked in both orders)")
     grid_rows: int = field(4, "conditions per task in the sample grids")
     limit_per_task: int = field(0, "use only the first N conditions of each task (0: all)")
-    threads: int = field(1, "torch CPU threads")
 
     def __post_init__(self):
         if not 0 <= self.tie_margin < 1:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli, resolve
+from steps.fields import Seeded, Threaded
 from steps.manifest import TASKS, Condition, ManifestError, Problem
 from steps.paths import TINY, ArtifactPaths
 
@@ -48,7 +49,9 @@ CLASSICAL_TASKS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class CompetitorsConfig(Profiled):
+class CompetitorsConfig(Profiled, Seeded, Threaded):
+    """Competitor outputs; the model systems' noise comes from the seed combined with each benchmark id."""
+
     SECTION = "competitors"  # of configs/<profile>.yaml
 
     benchmark: str = field(str(TINY.benchmark), "benchmark split folder (manifest.jsonl) or a manifest path")
@@ -57,11 +60,9 @@ class CompetitorsConfig(Profiled):
                                        "classical systems to run (patchmatch: the pypatchmatch package)")
     models: dict[str, str] = field({}, "model systems: {system name: FluxFill pipeline directory}")
     user_folders: tuple[str, ...] = field((), "user folders of <id>.png to validate and copy in (name = folder name)")
-    seed: int = field(0, "noise seed of the model systems (combined with each benchmark id)")
     num_steps: int = field(8, "Euler steps of the model systems")
     guidance: float = field(30.0, "distilled guidance of the model systems (FLUX Fill: 30)")
     batch_size: int = field(16, "conditions per model forward pass")
-    threads: int = field(1, "torch CPU threads")
 
     def __post_init__(self):
         unknown = sorted(set(self.classical) - set(CLASSICAL_TASKS))

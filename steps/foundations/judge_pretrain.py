@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field
+from steps.fields import Attack, Checkpoints, Optimiser, Seeded, Threaded
 from steps.foundations.judge_pairs import heldout_pairs, pair_batch, rescore, sources_of
 from steps.judge.losses import adversarial_images, soft_yes_no_loss, to_float
 from steps.paths import TINY, ArtifactPaths
@@ -47,7 +48,11 @@ JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_si
 
 
 @dataclass(frozen=True)
-class JudgePretrainConfig(Profiled):
+class JudgePretrainConfig(Profiled, Optimiser, Checkpoints, Attack, Seeded, Threaded):
+    """Judge pretraining. A batch is that many pairs, each used in both orders (2x rows); AdamW with warmup then
+    cosine (lr 2e-3 collapsed to the answer priors). The attack (steps.fields.Attack) perturbs a share of each
+    batch's pairs against the judge before the step."""
+
     SECTION = "judge_pretrain"  # of configs/<profile>.yaml
 
     profile: str = field("tiny", "judge size: smoke | tiny")
@@ -57,10 +62,6 @@ class JudgePretrainConfig(Profiled):
     pool_size: int = field(12000, "foundation pool conditions (world_pool on); the next eval_conditions are held out")
     out_dir: str = field(str(TINY.judge_pretrained), "where the pretrained judge is saved")
     init_dir: str = field("", "start from this saved judge (a later stage of the foundation); empty = fresh")
-    steps: int = field(1500, "optimizer steps")
-    batch_size: int = field(16, "pairs per step (each in both orders: 2x rows)")
-    lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine); 2e-3 collapsed to the answer priors")
-    warmup: int = field(100, "linear warmup steps")
     label_temperature: float = field(0.05, "soft label sigmoid((s1 - s2) / T) of the world-score gap")
     anchor_fraction: float = field(0.2, "share of training (from the start) in which most pairs are the target "
                                         "vs a copy corrupted on the asked dimension (a clear winner: the judge "
@@ -70,20 +71,12 @@ class JudgePretrainConfig(Profiled):
     texture_share: float = field(0.2, "share of variants that are hard-negative textures in the edited region")
     candidate_share: float = field(0.3, "share of variants drawn from the candidate pool (when one is given)")
     candidates: str = field("", "npz of base-model candidates of pool conditions (steps.foundations); empty = none")
-    adv_share: float = field(0.25, "share of each batch's pairs trained on adversarially perturbed images")
-    adv_rms: float = field(0.03, "RMS budget of the perturbation per image (pixels in [0, 1]; 0.03 ~ 8/255)")
-    adv_steps: int = field(2, "normalised gradient steps of the attack")
     show_source: bool = field(False, "show the masked source (steps.vocabulary.masked_source) as a third image: "
                                      "the judge sees where the edit is and what must be kept")
     flatten_share: float = field(0.0, "share of variants flattened over the WHOLE image (desaturated, lower "
                                       "contrast, smoothed: how RL hacked the first foundation judge)")
     eval_conditions: int = field(300, "held-out conditions for the accuracy curve")
     eval_every: int = field(250, "held-out accuracy every N steps (and at the end); 0 = end only")
-    checkpoint_dir: str = field("", "resumable checkpoints here every checkpoint_every steps; empty = none")
-    checkpoint_every: int = field(500, "steps between checkpoints")
-    log_every: int = field(25, "log every N steps")
-    seed: int = field(0, "seed")
-    threads: int = field(1, "torch CPU threads")
 
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny"):
@@ -187,7 +180,7 @@ class JudgePretrainRecipe(Recipe):
         self.held = heldout_pairs(held_samples, cfg, self.candidates)
         self.judge = Judge.load(cfg.init_dir) if cfg.init_dir else Judge.build(spec, seed=cfg.seed)
         self.judge.train()
-        self.optimizer, self.scheduler = adamw(self.judge.parameters(), cfg.lr, 0.01,
+        self.optimizer, self.scheduler = adamw(self.judge.parameters(), cfg.lr, cfg.weight_decay,
                                                min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
         self.curve, self.evals, self.metrics = [], [], {}
         self.resume_from(cfg.checkpoint_dir)

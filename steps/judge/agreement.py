@@ -158,26 +158,22 @@ def agreement_chart(table: dict[str, dict[str, Any]], path: Path, title: str) ->
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from steps.config import Profiled, field, parse_cli  # noqa: E402
+from steps.fields import PreferenceSplit, Threaded  # noqa: E402
 from steps.paths import TINY  # noqa: E402
 
 
 @dataclass(frozen=True)
-class AgreementConfig(Profiled):
+class AgreementConfig(Profiled, PreferenceSplit, Threaded):
     SECTION = "agreement"  # of configs/<profile>.yaml
 
     judge_dir: str = field(str(TINY.judge), "the trained judge")
-    pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images (the held-out split is taken from it)")
-    train_dir: str = field(str(TINY.train), "conditions the pairs refer to")
     out_dir: str = field(str(TINY.judge_agreement), "table (JSON, markdown) and chart")
-    heldout_fraction: float = field(0.35, "must equal the judge training's held-out fraction")
     threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds; smoke uses lower ones")
     threshold_floor: float = field(0.5, "no threshold below this (chance)")
     min_pairs: int = field(50, "cells with fewer held-out pairs cannot be validated")
     insufficient: str = field("fail", "fail | warn: what an unvalidated cell does to the gate (smoke: warn)")
-    show_source: bool = field(False, "the judge was trained with the masked source as a third image")
     probe_per_cell: int = field(16, "start images per task x dimension for the gradient probe "
                                     "(steps.judge.probe); 0 = no probe")
-    threads: int = field(1, "torch CPU threads")
 
     def thresholds(self) -> dict[str, float]:
         return {c: max(self.threshold_floor, t * self.threshold_scale) for c, t in PAPER_THRESHOLDS.items()}
@@ -197,6 +193,11 @@ def run_agreement(cfg: AgreementConfig) -> dict[str, Any]:
     setup(threads=cfg.threads)
     data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
     judge = Judge.load(cfg.judge_dir).eval()
+    trained_on = judge.record.get("config", {}).get("heldout_fraction")
+    if trained_on is not None and float(trained_on) != cfg.heldout_fraction:
+        raise ValueError(f"{cfg.judge_dir}: the judge was trained with heldout_fraction={trained_on}, the agreement "
+                         f"is asked for {cfg.heldout_fraction}: its held-out pairs would include training pairs; "
+                         "set the same value in both sections (judge, agreement) of the profile file")
     table = agreement_table(judge, data, cfg.thresholds(), cfg.show_source)
     simulated = any(p.source == "simulated" for p in data["heldout"])
     cells = sorted({f"{p.task}/{p.dimension}" for p in data["train"] + data["heldout"]})

@@ -30,11 +30,14 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli
+from steps.fields import Seeded
 from steps.paths import TINY
 
 
 @dataclass(frozen=True)
-class AnnotateConfig(Profiled):
+class AnnotateConfig(Profiled, Seeded):
+    """Preference pairs; the simulated annotators' seeds derive from ``seed``."""
+
     SECTION = "annotate"  # of configs/<profile>.yaml
 
     candidates_dir: str = field(str(TINY.candidates), "candidate sets (candidates.jsonl + images/)")
@@ -46,7 +49,6 @@ class AnnotateConfig(Profiled):
     noise: float = field(0.10, "simulated: probability an annotator flips its choice")
     n_annotators: int = field(3, "simulated: number of annotators (each with its own seed)")
     tie_margin: float = field(0.03, "simulated: drop pairs whose world-score gap is below this")
-    seed: int = field(0, "simulated: annotator seeds derive from this")
 
     @classmethod
     def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:

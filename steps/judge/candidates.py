@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli
+from steps.fields import Seeded, Threaded
 from steps.paths import TINY
 
 
 @dataclass(frozen=True)
-class CandidatesConfig(Profiled):
+class CandidatesConfig(Profiled, Seeded, Threaded):
     SECTION = "candidates"  # of configs/<profile>.yaml
 
     base_dir: str = field(str(TINY.base_model), "the base fill pipeline (diffusers layout)")
@@ -41,8 +42,6 @@ class CandidatesConfig(Profiled):
     guidance_range: tuple[float, float] = field((5.0, 60.0), "distilled-guidance value drawn in this range")
     strengths: tuple[float, ...] = field((1.0, 1.0, 0.9, 0.75), "initial-noise strengths to draw from")
     batch_size: int = field(64, "conditions sampled together")
-    seed: int = field(0, "seed of the sampling draws and noises")
-    threads: int = field(1, "torch CPU threads")
 
     def __post_init__(self):
         if self.n_candidates < 2:

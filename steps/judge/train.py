@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field
+from steps.fields import Attack, Checkpoints, Optimiser, PreferenceSplit, Scale, Seeded, Threaded
 from steps.judge.easy_pairs import CANDIDATE_EASY_DIMENSIONS, candidate_easy_pair, easy_item
 from steps.judge.losses import attacked, yes_no_loss
 from steps.paths import TINY, ArtifactPaths
@@ -30,40 +31,26 @@ from steps.vocabulary import masked_source
 
 
 @dataclass(frozen=True)
-class JudgeConfig(Profiled):
+class JudgeConfig(Profiled, PreferenceSplit, Optimiser, Checkpoints, Attack, Scale, Seeded, Threaded):
+    """Judge training on preference pairs. A batch is that many pairs, each used in both orders (2x rows); AdamW
+    with a warmup of min(warmup, steps / 10 + 1) steps, then cosine. The attack (steps.fields.Attack) is PGD on
+    a share of each batch's preference pairs within ``adv_rms``, labels kept: a perturbed winner must still win,
+    a perturbed loser must not start winning. Scale (steps.fields.Scale): LoRA on the language model (flux)."""
+
     SECTION = "judge"  # of configs/<profile>.yaml
 
     profile: str = field("tiny", "judge size: smoke | tiny (built from config) | flux (Qwen2.5-VL from init_dir)")
     init_dir: str = field("", "judge to start from (judge_pretrain output, or Qwen2.5-VL dir); empty = fresh")
-    pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images")
-    train_dir: str = field(str(TINY.train), "conditions the pairs refer to (ground truth for easy pairs)")
     out_dir: str = field(str(TINY.judge), "where the trained judge is saved")
-    steps: int = field(900, "optimizer steps")
-    batch_size: int = field(16, "pairs per step (each used in both orders: 2x rows)")
-    lr: float = field(5e-4, "learning rate (AdamW, warmup then cosine)")
     easy_fraction: float = field(0.3, "share of training (from the start) dominated by easy ground-truth pairs")
     easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")
     easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
     easy_candidate_share: float = field(0.5, "share of easy pairs built from real candidates (candidate_easy_pair)")
-    show_source: bool = field(False, "show the masked source as a third image (ablation; off by default)")
-    adv_share: float = field(0.0, "share of each batch's preference pairs attacked before training (PGD within "
-                                  "adv_rms, labels kept: a perturbed winner must still win, a perturbed loser "
-                                  "must not start winning; Adv-RM style); 0 = off")
-    adv_rms: float = field(0.01, "RMS budget of that attack per image (pixels in [0, 1])")
-    adv_steps: int = field(2, "normalised gradient steps of that attack")
-    heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
-                                          "cell has >= 50 held-out pairs)")
     select_fraction: float = field(0.0, "share of conditions (taken from the training side, never the held-out "
                                         "agreement split) whose pairs choose the released step instead of training")
     select_every: int = field(100, "with select_fraction: evaluate the selection pairs every N steps; the step with "
                                    "the best mean agreement on them is saved")
-    lora_rank: int = field(0, "0 = full fine-tune (smoke/tiny); > 0 = LoRA rank on the LM (flux)")
-    gradient_checkpointing: bool = field(False, "trade compute for memory (flux)")
-    mixed_precision: str = field("no", "no | bf16 (GPU)")
-    log_every: int = field(25, "log every N steps")
     eval_every: int = field(0, "held-out agreement per cell every N steps (curves in MLflow); 0 = off")
-    seed: int = field(0, "seed for init, batches and corruptions")
-    threads: int = field(1, "torch CPU threads")
 
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny", "flux"):
@@ -149,20 +136,19 @@ def build_or_load_judge(cfg: JudgeConfig):
 
 # every field but these must match the checkpoint's to resume from it
 JUDGE_RESUME_MUST_MATCH = tuple(f.name for f in fields(JudgeConfig)
-                                if f.name not in ("threads", "log_every", "eval_every", "out_dir"))
+                                if f.name not in ("threads", "log_every", "eval_every", "out_dir", "checkpoint_dir",
+                                                  "checkpoint_every"))
 
 
 class JudgeRecipe(Recipe):
     """Judge fine-tuning on preference pairs: setup -> train -> the saved judge and its training record
-    (steps/training/recipe.py). With a ``checkpoint_dir`` (not a config field: it is the caller's choice where a run
-    may be resumed from) it writes a checkpoint every ``checkpoint_every`` steps and resumes exactly from the
-    newest: the weights, optimizer, scheduler, the batch generator's state and the selection's best step."""
+    (steps/training/recipe.py). With a ``checkpoint_dir`` it writes a checkpoint every ``checkpoint_every`` steps
+    and resumes exactly from the newest: the weights, optimizer, scheduler, the batch generator's state and the selection's best step."""
 
     name = "judge"
 
-    def __init__(self, cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100):
+    def __init__(self, cfg: JudgeConfig, log=None):
         super().__init__(cfg, log)
-        self.checkpoint_dir, self.checkpoint_every = str(checkpoint_dir or ""), checkpoint_every
 
     def setup(self) -> JudgeRecipe:
         import torch
@@ -186,14 +172,14 @@ class JudgeRecipe(Recipe):
         self.judge = build_or_load_judge(cfg)
         self.judge.train()
         self.optimizer, self.scheduler = adamw([p for p in self.judge.parameters() if p.requires_grad], cfg.lr,
-                                               0.01, min(50, cfg.steps // 10 + 1), cfg.steps)
+                                               cfg.weight_decay, min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)
         self.easy_until = int(cfg.easy_fraction * cfg.steps)
         # real candidates of TRAINING conditions (never a held-out one) for candidate-based easy pairs
         self.cand_pool = sorted({(p.condition_id, q) for p in self.train_pairs for q in (p.winner, p.loser)})
         self.src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source \
             else {cid: s.image for cid, s in samples.items()}
         self.curve, self.accs, self.best, self.selected = [], [], None, None
-        self.resume_from(self.checkpoint_dir)
+        self.resume_from(cfg.checkpoint_dir)
         return self
 
     def load_checkpoint(self, folder: Path) -> dict[str, Any]:
@@ -278,7 +264,7 @@ class JudgeRecipe(Recipe):
                 self.log({"judge/selection_agreement": score}, step + 1)
                 if self.best is None or score > self.best[1]:
                     self.best = (step + 1, score, {k: v.detach().clone() for k, v in judge.model.state_dict().items()})
-            if self.checkpointer and due(step + 1, self.checkpoint_every) and step + 1 < cfg.steps:
+            if self.checkpointer and due(step + 1, cfg.checkpoint_every) and step + 1 < cfg.steps:
                 self.save_checkpoint(step + 1)
         judge.eval()
         if self.best is not None:  # the step chosen on the selection pairs (never the held-out agreement pairs)
@@ -301,10 +287,10 @@ class JudgeRecipe(Recipe):
                 "config": asdict(self.cfg), "loss_curve": self.curve, "selected": self.selected}
 
 
-def train_judge(cfg: JudgeConfig, log=None, checkpoint_dir: str = "", checkpoint_every: int = 100) -> dict[str, Any]:
+def train_judge(cfg: JudgeConfig, log=None) -> dict[str, Any]:
     """Train and save the judge (`JudgeRecipe`, resuming from ``checkpoint_dir`` when it holds a checkpoint);
     returns a summary (the agreement table is steps.judge.agreement's job)."""
-    return JudgeRecipe(cfg, log, checkpoint_dir, checkpoint_every).run()
+    return JudgeRecipe(cfg, log).run()
 
 
 def main(argv: list[str] | None = None) -> None:

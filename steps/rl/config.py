@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from steps.config import Profiled, field
+from steps.fields import Optimiser, Scale, Seeded, TaskMix, Threaded
 from steps.paths import TINY, ArtifactPaths
 
 RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
@@ -15,7 +16,12 @@ RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise
 
 
 @dataclass(frozen=True)
-class RLConfig(Profiled):
+class RLConfig(Profiled, Optimiser, Scale, TaskMix, Seeded, Threaded):
+    """OneReward RL. A batch is that many conditions per rank per micro-batch (``grad_accum`` of them a step);
+    AdamW, constant after the warmup; every random choice comes from (seed, step, rank). ``log_every``: the
+    step's task rewards are logged every N steps. The task mix (steps.fields.TaskMix) is the draw of each
+    step's task. Scale (steps.fields.Scale): LoRA on the attention projections, autocast through accelerate."""
+
     SECTION = "rl"  # of configs/<profile>.yaml
 
     profile: str = field("tiny", "smoke | tiny (models built from config) | flux (FLUX.1-Fill, Qwen2.5-VL)")
@@ -27,15 +33,7 @@ class RLConfig(Profiled):
     out_dir: str = field(str(TINY.policy_root), "released model goes to out_dir/<reference>/")
     reference: str = field("static", "static: frozen base (Algorithm 1) | dynamic: EMA policy (Algorithm 2)")
     # task mix and batches
-    fill_prob: float = field(0.5, "probability of drawing a fill batch")
-    extend_prob: float = field(0.25, "probability of drawing an extend batch")
-    removal_prob: float = field(0.25, "probability of drawing a removal batch")
-    batch_size: int = field(8, "conditions per rank per micro-batch")
     grad_accum: int = field(1, "micro-batches per optimizer step")
-    steps: int = field(300, "optimizer steps")
-    lr: float = field(1e-4, "AdamW learning rate (constant after warmup)")
-    warmup: int = field(10, "linear warmup steps")
-    weight_decay: float = field(0.0, "AdamW weight decay")
     grad_clip: float = field(1.0, "max global gradient norm")
     # the method's open defaults (docs/DESIGN.md §4)
     denoise_steps: int = field(8, "T: Euler steps of the sampling schedule")
@@ -52,7 +50,6 @@ class RLConfig(Profiled):
                                  "place of the judge, steps.rl.oracle -- does the recipe work with a perfect reward?)")
     oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
     # cadence
-    log_every: int = field(1, "call log(...) every N steps (rewards are logged for the step's task)")
     sample_every: int = field(50, "sample grid every N steps (0 = never)")
     checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
@@ -68,13 +65,8 @@ class RLConfig(Profiled):
     guard_min_rise: float = field(0.02, "judge reward rise (vs the base) that counts as a rise")
     guard_patience: int = field(2, "flagged evaluations in a row before stopping")
     # systems
-    seed: int = field(0, "seed of every random choice (with the step and rank)")
-    threads: int = field(1, "torch CPU threads per process")
     cpu: bool = field(False, "force CPU (always on CPU when no GPU is present)")
-    mixed_precision: str = field("no", "accelerate autocast: no | bf16 | fp16")
     dtype: str = field("float32", "dtype of the frozen modules (VAE, text encoders, judge, LoRA base)")
-    gradient_checkpointing: bool = field(False, "recompute transformer activations in the grad step")
-    lora_rank: int = field(0, "0 = full fine-tune; > 0 = LoRA of this rank on the attention projections")
     lora_alpha: float = field(0.0, "LoRA alpha (0 = rank)")
     cache_conditions: bool = field(True, "encode the train split's conditions once (off: per batch)")
     judge_share_images: bool = field(True, "judge each image once for all its queries, tokenised queries "

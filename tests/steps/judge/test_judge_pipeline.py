@@ -409,14 +409,14 @@ def test_judge_training_kill_and_resume_gives_the_uninterrupted_weights(prefs, t
                     adv_share=0.5)
 
     def run(name, log):
-        return train_judge(JudgeConfig(**settings, out_dir=str(tmp_path / name / "judge")), log,
-                           checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_every=4)
+        return train_judge(JudgeConfig(**settings, out_dir=str(tmp_path / name / "judge"),
+                                       checkpoint_dir=str(tmp_path / name / "ckpt"), checkpoint_every=4), log)
 
     full, cut = _straight_and_resumed(tmp_path, run, "judge/loss")
     assert full["loss_curve"] == cut["loss_curve"] and full["selected"] == cut["selected"]
     with pytest.raises(ValueError, match="cannot resume.*lr"):
-        train_judge(JudgeConfig(**{**settings, "lr": 1e-3}, out_dir=str(tmp_path / "x")),
-                    checkpoint_dir=str(tmp_path / "cut" / "ckpt"))
+        train_judge(JudgeConfig(**{**settings, "lr": 1e-3}, out_dir=str(tmp_path / "x"),
+                                checkpoint_dir=str(tmp_path / "cut" / "ckpt")))
 
 
 def test_judge_pretraining_kill_and_resume_gives_the_uninterrupted_weights(prefs, tmp_path):
