@@ -153,10 +153,6 @@ def file_layer(path: str | os.PathLike, key: str | None = None, required: bool =
     return Layer(str(path), data, _key_lines(path, text, parts), key or "")
 
 
-def load_yaml_section(path: str | os.PathLike, key: str | None = None) -> dict[str, Any]:
-    return file_layer(path, key).values
-
-
 def profile_layer(profile: str, section: str) -> Layer:
     """Section ``section`` of configs/<profile>.yaml (empty when the profile does not set it)."""
     path = profile_file(profile)
@@ -293,10 +289,6 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     ``profile`` and ``cls`` is a profile config, the profile's layers come first (``resolve``)."""
     profile = values.get("profile") if issubclass(cls, Profiled) else None
     return resolve(cls, profile, overrides=values, source=source)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
 
 
 # ---------------------------------------------------------------- the step CLI

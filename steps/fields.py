@@ -82,3 +82,9 @@ class PreferenceSplit:
     heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
                                           "cell has >= 50 held-out pairs)")
     show_source: bool = field(False, "the judge sees the masked source as a third image")
+
+
+@dataclass(frozen=True)
+class Guided:
+    guidance: float = field(30.0, "FLUX Fill's distilled-guidance value, in training and sampling (the released "
+                                  "FLUX.1-Fill-dev uses 30)")

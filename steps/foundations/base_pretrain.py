@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field
-from steps.fields import Checkpoints, Optimiser, Seeded, Threaded
+from steps.fields import Checkpoints, Guided, Optimiser, Seeded, Threaded
 from steps.foundations.base_report import loss_plot, quality_table, sample_grids, sample_outputs
 from steps.paths import TINY, ArtifactPaths
 from steps.training.recipe import Recipe, run_cli
 
 
 @dataclass(frozen=True)
-class BaseConfig(Profiled, Optimiser, Checkpoints, Seeded, Threaded):
+class BaseConfig(Profiled, Optimiser, Checkpoints, Guided, Seeded, Threaded):
     """Base pretraining. The optimizer fields (steps.fields.Optimiser) are the transformer's: rectified flow
     matching, AdamW with warmup then cosine decay; a batch is that many conditions (measured on 2 cores: 0.13 s a
     step at 16 against 0.30 at 32, 1 thread). The VAE trains first with its own ``vae_*`` fields. Checkpoints
@@ -50,7 +50,6 @@ class BaseConfig(Profiled, Optimiser, Checkpoints, Seeded, Threaded):
     vae_kl_weight: float = field(1e-6, "KL weight of the VAE loss")
     vae_crop: int = field(32, "VAE trains on random square crops of this side (convolutional: 4x cheaper than 64)")
     mask_weight: float = field(3.0, "loss weight of latent tokens inside the mask (outside: 1)")
-    guidance: float = field(30.0, "distilled-guidance value used in training and sampling (FLUX Fill: 30)")
     sample_steps: int = field(8, "Euler steps when sampling (grids, evaluation)")
     eval_per_task: int = field(24, "benchmark conditions per task in the quality table")
     world_pool: int = field(0, "> 0: train on this many world conditions generated at the foundation indices "

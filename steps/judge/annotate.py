@@ -55,7 +55,7 @@ class AnnotateConfig(Profiled, Seeded):
         return dict(candidates_dir=str(paths.candidates), train_dir=str(paths.train), out_dir=str(paths.preferences))
 
 
-def _link(src: Path, dst: Path) -> None:
+def link_image(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
@@ -99,7 +99,7 @@ def simulate_pairs(cfg: AnnotateConfig) -> dict[str, Any]:
     with atomic_dir(out) as tmp:
         for cs in sets:
             for p in cs["candidates"]:
-                _link(Path(p), tmp / Path(p).relative_to(cdir))
+                link_image(Path(p), tmp / Path(p).relative_to(cdir))
         shutil.copy2(cdir / "candidates.jsonl", tmp / "candidates.jsonl")
         write_manifest(tmp / "pairs.jsonl", pairs)
         (tmp / "README.txt").write_text("These preference labels are SIMULATED (steps/judge/annotate.py): "
@@ -120,7 +120,7 @@ def ingest_human(cfg: AnnotateConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     with atomic_dir(out) as tmp:
         for p in {q for pair in pairs for q in (pair.winner, pair.loser)}:
-            _link(p, tmp / p.relative_to(src.resolve()))
+            link_image(p, tmp / p.relative_to(src.resolve()))
         shutil.copy2(src / "pairs.jsonl", tmp / "pairs.jsonl")
         if (src / "candidates.jsonl").exists():
             shutil.copy2(src / "candidates.jsonl", tmp / "candidates.jsonl")

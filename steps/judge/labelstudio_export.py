@@ -135,13 +135,13 @@ def write_pairs_folder(pairs: list[dict[str, Any]], candidates_dir: str | os.Pat
     import json
 
     from steps.io import atomic_dir
-    from steps.judge.annotate import _link
+    from steps.judge.annotate import link_image
     from steps.manifest import write_manifest
 
     cdir = Path(candidates_dir)
     with atomic_dir(out) as tmp:
         for rel in sorted({p[k] for p in pairs for k in ("winner", "loser")}):
-            _link(cdir / rel, tmp / rel)
+            link_image(cdir / rel, tmp / rel)
         write_manifest(tmp / "pairs.jsonl", pairs)
         if (cdir / "candidates.jsonl").exists():
             shutil.copy2(cdir / "candidates.jsonl", tmp / "candidates.jsonl")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from steps.config import Profiled, field
-from steps.fields import Optimiser, Scale, Seeded, TaskMix, Threaded
+from steps.fields import Guided, Optimiser, Scale, Seeded, TaskMix, Threaded
 from steps.paths import TINY, ArtifactPaths
 
 RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
@@ -16,7 +16,7 @@ RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise
 
 
 @dataclass(frozen=True)
-class RLConfig(Profiled, Optimiser, Scale, TaskMix, Seeded, Threaded):
+class RLConfig(Profiled, Optimiser, Scale, TaskMix, Guided, Seeded, Threaded):
     """OneReward RL. A batch is that many conditions per rank per micro-batch (``grad_accum`` of them a step);
     AdamW, constant after the warmup; every random choice comes from (seed, step, rank). ``log_every``: the
     step's task rewards are logged every N steps. The task mix (steps.fields.TaskMix) is the draw of each
@@ -44,7 +44,6 @@ class RLConfig(Profiled, Optimiser, Scale, TaskMix, Seeded, Threaded):
     anchor_beta: float = field(0.0, "velocity-space anchor to the base: + beta * mean((v_policy - v_base)^2) on "
                                     "the same x_t at the grad step (Flow-GRPO's KL for flows; 0 = off, the paper)")
     paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
-    guidance: float = field(30.0, "FLUX distilled-guidance value")
     judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
     reward: str = field("judge", "judge (the method) | oracle (smoke/tiny: the world's differentiable truth in "
                                  "place of the judge, steps.rl.oracle -- does the recipe work with a perfect reward?)")
