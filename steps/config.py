@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -351,11 +353,22 @@ def parse_cli(cls: type[T], description: str, argv: list[str] | None = None, ext
 def _fields_help(cls: type, cfg: Any, origins: dict[str, str], profile: str | None) -> str:
     head = f"{cls.__name__} fields (value after the options above{f', profile {profile}' if profile else ''}; " \
            "its source in brackets):"
-    rows = []
-    for f in dataclasses.fields(cls):
+    doc = inspect.getdoc(cls) if "__doc__" in vars(cls) else None
+    rows = [textwrap.indent(doc, "  ") + "\n"] if doc else []
+    for f in fields_in_reading_order(cls):
         value = getattr(cfg, f.name) if cfg is not None else f.default
         rows.append(f"  {f.name} = {value!r}  [{origins.get(f.name, 'default')}]\n      {f.metadata.get('help', '')}")
     return head + "\n" + "\n".join(rows)
+
+
+def fields_in_reading_order(cls: type) -> list[dataclasses.Field]:
+    """The class's own fields first, then each field group's (steps/fields.py) in the order the class lists them
+    (a dataclass itself puts the bases' fields first, last group first)."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    order = [n for n in vars(cls).get("__annotations__", {}) if n in by_name]
+    for base in cls.__mro__[1:]:
+        order += [n for n in vars(base).get("__annotations__", {}) if n in by_name and n not in order]
+    return [by_name[n] for n in order]
 
 
 def main(argv: list[str] | None = None) -> None:

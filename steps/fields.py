@@ -25,11 +25,17 @@ class Threaded:
 
 
 @dataclass(frozen=True)
+class Batched:
+    batch_size: int = field(16, "examples per batch: per optimizer step when training, per forward pass when "
+                                "sampling (what an example is: the config's docstring)")
+
+
+@dataclass(frozen=True)
 class Optimiser:
-    """A training loop's optimizer (steps.training.optim.adamw: AdamW, linear warmup, then its schedule)."""
+    """A training loop's optimizer (steps.training.optim.adamw: AdamW, linear warmup, then its schedule); the
+    batch is the config's `Batched` group."""
 
     steps: int = field(1000, "optimizer steps")
-    batch_size: int = field(16, "examples per optimizer step (what an example is: the step's docstring)")
     lr: float = field(5e-4, "AdamW learning rate")
     warmup: int = field(50, "linear warmup steps")
     weight_decay: float = field(0.01, "AdamW weight decay")
@@ -37,11 +43,18 @@ class Optimiser:
 
 
 @dataclass(frozen=True)
-class Checkpoints:
-    """Resumable checkpoints (steps.training.checkpoints): a killed run started again resumes exactly."""
+class CheckpointCadence:
+    """Resumable checkpoints (steps.training.checkpoints): a killed run started again resumes exactly. The RL
+    recipe and the foundation job keep them in their own layout (steps.paths)."""
+
+    checkpoint_every: int = field(500, "steps between checkpoints")
+
+
+@dataclass(frozen=True)
+class Checkpoints(CheckpointCadence):
+    """CheckpointCadence, in a folder the caller names."""
 
     checkpoint_dir: str = field("", "resumable checkpoints here every checkpoint_every steps; empty = none")
-    checkpoint_every: int = field(500, "steps between checkpoints")
 
 
 @dataclass(frozen=True)
@@ -75,16 +88,20 @@ class TaskMix:
 @dataclass(frozen=True)
 class PreferenceSplit:
     """The preference pairs and their held-out split (steps.judge.agreement.split_of, by condition). Judge training
-    and the agreement gate must see the same split, so both configs hold this one group (the assets copy it)."""
+    and the agreement gate must see the same split; the gate refuses a judge trained with another fraction."""
 
     pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images (the held-out split is taken from it)")
-    train_dir: str = field(str(TINY.train), "the conditions the pairs refer to (their ground truth)")
     heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
                                           "cell has >= 50 held-out pairs)")
-    show_source: bool = field(False, "the judge sees the masked source as a third image")
 
 
 @dataclass(frozen=True)
 class Guided:
     guidance: float = field(30.0, "FLUX Fill's distilled-guidance value, in training and sampling (the released "
                                   "FLUX.1-Fill-dev uses 30)")
+
+
+@dataclass(frozen=True)
+class ShowsSource:
+    show_source: bool = field(False, "the judge sees the masked source (steps.vocabulary.masked_source) as a third "
+                                     "image: where the edit is and what must be kept")

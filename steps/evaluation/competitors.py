@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli, resolve
-from steps.fields import Guided, Seeded, Threaded
+from steps.fields import Batched, Guided, Seeded, Threaded
 from steps.manifest import TASKS, Condition, ManifestError, Problem
 from steps.paths import TINY, ArtifactPaths
 
@@ -49,7 +49,7 @@ CLASSICAL_TASKS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class CompetitorsConfig(Profiled, Guided, Seeded, Threaded):
+class CompetitorsConfig(Profiled, Batched, Guided, Seeded, Threaded):
     """Competitor outputs; the model systems' noise comes from the seed combined with each benchmark id."""
 
     SECTION = "competitors"  # of configs/<profile>.yaml
@@ -61,7 +61,6 @@ class CompetitorsConfig(Profiled, Guided, Seeded, Threaded):
     models: dict[str, str] = field({}, "model systems: {system name: FluxFill pipeline directory}")
     user_folders: tuple[str, ...] = field((), "user folders of <id>.png to validate and copy in (name = folder name)")
     num_steps: int = field(8, "Euler steps of the model systems")
-    batch_size: int = field(16, "conditions per model forward pass")
 
     def __post_init__(self):
         unknown = sorted(set(self.classical) - set(CLASSICAL_TASKS))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.config import Layer, Profiled, field, parse_cli, resolve
-from steps.fields import Seeded, Threaded
+from steps.fields import CheckpointCadence, Seeded, Threaded
 from steps.paths import TINY, ArtifactPaths
 
 PARTS = ("base", "judge", "judge2")
@@ -46,14 +46,13 @@ REBUILD = "make foundations  (or: python -m steps.foundations --profile {profile
 
 
 @dataclass(frozen=True)
-class FoundationsConfig(Profiled, Seeded, Threaded):
+class FoundationsConfig(Profiled, CheckpointCadence, Seeded, Threaded):
     SECTION = "foundations"  # of configs/<profile>.yaml
 
     profile: str = field("tiny", "smoke | tiny (flux starts from FLUX.1-Fill-dev and Qwen2.5-VL instead)")
     part: str = field("all", "base | judge | judge2 (the judge's second stage, after judge) | all | pool "
                              "(base-model candidates of pool conditions, after base)")
     out_dir: str = field(str(TINY.foundations), "models, provenance.json and checkpoints/ go here")
-    checkpoint_every: int = field(500, "steps between resumable checkpoints")
     base_overrides: dict = field({}, "BaseConfig fields that override the profile's foundation defaults")
     judge_overrides: dict = field({}, "JudgePretrainConfig fields that override the profile's foundation defaults")
     pool_conditions: int = field(3000, "part=pool: pool conditions that get 4 base-model candidates each")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field
-from steps.fields import Attack, Checkpoints, Optimiser, Seeded, Threaded
+from steps.fields import Attack, Batched, Checkpoints, Optimiser, Seeded, ShowsSource, Threaded
 from steps.foundations.judge_pairs import heldout_pairs, pair_batch, rescore, sources_of
 from steps.judge.losses import adversarial_images, soft_yes_no_loss, to_float
 from steps.paths import TINY, ArtifactPaths
@@ -48,7 +48,7 @@ JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_si
 
 
 @dataclass(frozen=True)
-class JudgePretrainConfig(Profiled, Optimiser, Checkpoints, Attack, Seeded, Threaded):
+class JudgePretrainConfig(Profiled, Optimiser, Batched, Checkpoints, Attack, ShowsSource, Seeded, Threaded):
     """Judge pretraining. A batch is that many pairs, each used in both orders (2x rows); AdamW with warmup then
     cosine (lr 2e-3 collapsed to the answer priors). The attack (steps.fields.Attack) perturbs a share of each
     batch's pairs against the judge before the step."""
@@ -71,8 +71,6 @@ class JudgePretrainConfig(Profiled, Optimiser, Checkpoints, Attack, Seeded, Thre
     texture_share: float = field(0.2, "share of variants that are hard-negative textures in the edited region")
     candidate_share: float = field(0.3, "share of variants drawn from the candidate pool (when one is given)")
     candidates: str = field("", "npz of base-model candidates of pool conditions (steps.foundations); empty = none")
-    show_source: bool = field(False, "show the masked source (steps.vocabulary.masked_source) as a third image: "
-                                     "the judge sees where the edit is and what must be kept")
     flatten_share: float = field(0.0, "share of variants flattened over the WHOLE image (desaturated, lower "
                                       "contrast, smoothed: how RL hacked the first foundation judge)")
     eval_conditions: int = field(300, "held-out conditions for the accuracy curve")

@@ -158,15 +158,16 @@ def agreement_chart(table: dict[str, dict[str, Any]], path: Path, title: str) ->
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from steps.config import Profiled, field, parse_cli  # noqa: E402
-from steps.fields import PreferenceSplit, Threaded  # noqa: E402
+from steps.fields import PreferenceSplit, ShowsSource, Threaded  # noqa: E402
 from steps.paths import TINY  # noqa: E402
 
 
 @dataclass(frozen=True)
-class AgreementConfig(Profiled, PreferenceSplit, Threaded):
+class AgreementConfig(Profiled, PreferenceSplit, ShowsSource, Threaded):
     SECTION = "agreement"  # of configs/<profile>.yaml
 
     judge_dir: str = field(str(TINY.judge), "the trained judge")
+    train_dir: str = field(str(TINY.train), "conditions the pairs refer to")
     out_dir: str = field(str(TINY.judge_agreement), "table (JSON, markdown) and chart")
     threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds; smoke uses lower ones")
     threshold_floor: float = field(0.5, "no threshold below this (chance)")

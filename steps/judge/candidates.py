@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli
-from steps.fields import Seeded, Threaded
+from steps.fields import Batched, Seeded, Threaded
 from steps.paths import TINY
 
 
 @dataclass(frozen=True)
-class CandidatesConfig(Profiled, Seeded, Threaded):
+class CandidatesConfig(Profiled, Batched, Seeded, Threaded):
     SECTION = "candidates"  # of configs/<profile>.yaml
 
     base_dir: str = field(str(TINY.base_model), "the base fill pipeline (diffusers layout)")
@@ -41,7 +41,6 @@ class CandidatesConfig(Profiled, Seeded, Threaded):
     steps_range: tuple[int, int] = field((4, 12), "denoising steps drawn uniformly in this range")
     guidance_range: tuple[float, float] = field((5.0, 60.0), "distilled-guidance value drawn in this range")
     strengths: tuple[float, ...] = field((1.0, 1.0, 0.9, 0.75), "initial-noise strengths to draw from")
-    batch_size: int = field(64, "conditions sampled together")
 
     def __post_init__(self):
         if self.n_candidates < 2:

@@ -22,7 +22,17 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field
-from steps.fields import Attack, Checkpoints, Optimiser, PreferenceSplit, Scale, Seeded, Threaded
+from steps.fields import (
+    Attack,
+    Batched,
+    Checkpoints,
+    Optimiser,
+    PreferenceSplit,
+    Scale,
+    Seeded,
+    ShowsSource,
+    Threaded,
+)
 from steps.judge.easy_pairs import CANDIDATE_EASY_DIMENSIONS, candidate_easy_pair, easy_item
 from steps.judge.losses import attacked, yes_no_loss
 from steps.paths import TINY, ArtifactPaths
@@ -31,7 +41,7 @@ from steps.vocabulary import masked_source
 
 
 @dataclass(frozen=True)
-class JudgeConfig(Profiled, PreferenceSplit, Optimiser, Checkpoints, Attack, Scale, Seeded, Threaded):
+class JudgeConfig(Profiled, PreferenceSplit, Optimiser, Batched, Checkpoints, Attack, Scale, ShowsSource, Seeded, Threaded):
     """Judge training on preference pairs. A batch is that many pairs, each used in both orders (2x rows); AdamW
     with a warmup of min(warmup, steps / 10 + 1) steps, then cosine. The attack (steps.fields.Attack) is PGD on
     a share of each batch's preference pairs within ``adv_rms``, labels kept: a perturbed winner must still win,
@@ -41,6 +51,7 @@ class JudgeConfig(Profiled, PreferenceSplit, Optimiser, Checkpoints, Attack, Sca
 
     profile: str = field("tiny", "judge size: smoke | tiny (built from config) | flux (Qwen2.5-VL from init_dir)")
     init_dir: str = field("", "judge to start from (judge_pretrain output, or Qwen2.5-VL dir); empty = fresh")
+    train_dir: str = field(str(TINY.train), "conditions the pairs refer to (ground truth for easy pairs)")
     out_dir: str = field(str(TINY.judge), "where the trained judge is saved")
     easy_fraction: float = field(0.3, "share of training (from the start) dominated by easy ground-truth pairs")
     easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from steps.config import Profiled, field
-from steps.fields import Guided, Optimiser, Scale, Seeded, TaskMix, Threaded
+from steps.fields import Batched, CheckpointCadence, Guided, Optimiser, Scale, Seeded, TaskMix, Threaded
 from steps.paths import TINY, ArtifactPaths
 
 RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
@@ -16,11 +16,12 @@ RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise
 
 
 @dataclass(frozen=True)
-class RLConfig(Profiled, Optimiser, Scale, TaskMix, Guided, Seeded, Threaded):
+class RLConfig(Profiled, Optimiser, Batched, Scale, TaskMix, Guided, CheckpointCadence, Seeded, Threaded):
     """OneReward RL. A batch is that many conditions per rank per micro-batch (``grad_accum`` of them a step);
     AdamW, constant after the warmup; every random choice comes from (seed, step, rank). ``log_every``: the
     step's task rewards are logged every N steps. The task mix (steps.fields.TaskMix) is the draw of each
-    step's task. Scale (steps.fields.Scale): LoRA on the attention projections, autocast through accelerate."""
+    step's task. Scale (steps.fields.Scale): LoRA on the attention projections, autocast through accelerate.
+    Checkpoints go to out_dir/<reference>_checkpoints/ every ``checkpoint_every`` steps (0: only at the end)."""
 
     SECTION = "rl"  # of configs/<profile>.yaml
 
@@ -50,7 +51,6 @@ class RLConfig(Profiled, Optimiser, Scale, TaskMix, Guided, Seeded, Threaded):
     oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
     # cadence
     sample_every: int = field(50, "sample grid every N steps (0 = never)")
-    checkpoint_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
     release: str = field("best_validation", "which EMA weights are released: best_validation (the guard's best "
                                             "evaluation on the validation split, never the benchmark; the base's own "

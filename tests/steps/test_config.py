@@ -188,6 +188,23 @@ def test_help_shows_each_resolved_value_and_its_source():
     assert f"steps = 6  [configs/smoke.yaml:{lines.index('  steps: 6') + 1} (rl.steps)]" in out
     assert "seed = 5  [--set]" in out and "grad_accum = 1  [default]" in out
     assert "train_dir = 'data/smoke/train'  [steps/paths.py (profile smoke, root .)]" in out
+    # the config's own fields first, then its field groups (steps/fields.py) in the order the class lists them
+    order = [out.index(f"  {name} = ") for name in ("profile", "reference", "steps", "lora_rank", "fill_prob",
+                                                     "guidance", "seed", "threads")]
+    assert order == sorted(order)
+    assert "A batch is that many conditions per rank" in out  # the config's docstring says what the groups mean
+
+
+def test_field_groups_are_defined_once():
+    """A field group's field is declared in steps/fields.py only, never again in a step's config."""
+    import steps.fields as groups
+
+    grouped = {f.name for g in vars(groups).values() if isinstance(g, type) and g.__module__ == groups.__name__
+               for f in dataclasses.fields(g)}
+    for section in C.SECTIONS:
+        cls = C.section_class(section)
+        again = grouped & set(vars(cls).get("__annotations__", {}))
+        assert not again, f"{cls.__name__} declares {sorted(again)} again: use the group from steps/fields.py"
 
 
 def test_a_bad_value_at_the_command_line_is_one_line_not_a_traceback():
