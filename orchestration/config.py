@@ -3,7 +3,7 @@
 Every field of a step's dataclass becomes an optional Dagster config field with the field's help text and the
 values the profile files set as its description. Unset fields (None) fall back to the profile's value
 (configs/<profile>.yaml, resolved by steps.config), so the Launchpad shows exactly the knobs
-`python -m steps.<name> --profile P --set field=value` has.
+`python -m steps.<stage>.<step> --profile P --set field=value` has.
 """
 
 import dataclasses

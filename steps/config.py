@@ -11,7 +11,7 @@ profile sets. A step's configuration is resolved by ``resolve`` in layers, each 
     4. a user's YAML file (``--config FILE [--key a.b]``)
     5. overrides: ``--set field=value`` on the command line, the Dagster run config, a bench script's arguments
 
-The CLI (``python -m steps.<name> --profile smoke --set steps=3``), the Dagster assets (``<Config>.for_profile``
+The CLI (``python -m steps.<stage>.<step> --profile smoke --set steps=3``), the Dagster assets (``<Config>.for_profile``
 with the run config's fields as overrides) and the bench scripts all go through ``resolve``, so the same profile
 and overrides give the same configuration everywhere (tests/steps/test_config.py). DVC reads the ``datasets``
 section of the same files (dvc.yaml ``params``).

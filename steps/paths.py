@@ -225,7 +225,7 @@ class ArtifactPaths:
 
 
 #: The tiny profile relative to the working directory: the step configs' field defaults come from it, so
-#: ``python -m steps.<name>`` run from the repository root finds the tiny artifacts.
+#: ``python -m steps.<stage>.<step>`` run from the repository root finds the tiny artifacts.
 TINY = ArtifactPaths(Path("."), "tiny")
 
 

@@ -50,7 +50,7 @@ def discard_stale_checkpoints(cfg: RLConfig) -> bool:
     """Resume only a run of the SAME inputs (crash recovery); new base/judge/recipe -> start afresh.
 
     The recipe's checkpoints folder (steps.paths.PolicyLayout) carries a fingerprint of the base model, the
-    judge and the config fields the recipe itself refuses to resume across (steps.rl.train.RESUME_MUST_MATCH);
+    judge and the config fields the recipe itself refuses to resume across (steps.rl.config.RESUME_MUST_MATCH);
     when it differs (or is missing), old checkpoints are removed. Other fields (``steps``, cadences) may
     change between a run and its resumption, as the recipe allows. Returns True for a fresh start.
     """
