@@ -50,3 +50,21 @@ def mlflow_uri(tmp_path_factory) -> str:
     """One migrated sqlite store per test session (a fresh one takes seconds to migrate)."""
     path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def prefs(tmp_path_factory):
+    """World (32 px) -> random-init smoke base -> 4 candidates x 24 conditions -> simulated pairs."""
+    from steps.data.datasets import DatasetConfig, build_world
+    from steps.judge.annotate import AnnotateConfig, annotate
+    from steps.judge.candidates import CandidatesConfig, generate_candidates
+    from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
+
+    root = tmp_path_factory.mktemp("prefs")
+    build_world(DatasetConfig(size=32, n_train=24, n_benchmark_per_task=2), root / "data")
+    save_pipeline(build_tiny_fill_pipeline(spec_for("smoke"), seed=0), root / "base", spec_for("smoke"))
+    generate_candidates(CandidatesConfig(base_dir=str(root / "base"), train_dir=str(root / "data/train"),
+                                         out_dir=str(root / "cands"), n_conditions=24, batch_size=12))
+    info = annotate(AnnotateConfig(candidates_dir=str(root / "cands"), train_dir=str(root / "data/train"),
+                                   out_dir=str(root / "prefs"), noise=0.0, tie_margin=0.0))
+    return root, info

@@ -1,4 +1,4 @@
-"""The reward-hacking guard's rule, on synthetic numbers (the recipe's stop is tested in test_rl.py)."""
+"""The reward-hacking guard's rule, on synthetic numbers (the recipe's stop is tested in test_release.py)."""
 
 from __future__ import annotations
 
