@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from steps.paths import DEFAULT_PROFILE
+
 T = TypeVar("T")
 
 CONFIG_DIR_ENV = "ONEREWARD_CONFIG_DIR"  # another folder of <profile>.yaml files (default: the repo's configs/)
@@ -309,6 +311,8 @@ def _cli_layers(cls: type, args: argparse.Namespace, sets: list[str], error) -> 
         profile = next((layer.values["profile"] for layer in layers if "profile" in layer.values), None)
         for layer in layers:
             layer.values = {k: v for k, v in layer.values.items() if k != "profile"}
+    if profile is None and not args.config:  # nothing named one: the default profile, as `make` has it
+        profile = os.environ.get("ONEREWARD_PROFILE") or DEFAULT_PROFILE
     if values:
         layers.append(Layer("--set", values))
     return (profile if issubclass(cls, Profiled) else None), layers
@@ -354,6 +358,8 @@ def _fields_help(cls: type, cfg: Any, origins: dict[str, str], profile: str | No
     head = f"{cls.__name__} fields (value after the options above{f', profile {profile}' if profile else ''}; " \
            "its source in brackets):"
     doc = inspect.getdoc(cls) if "__doc__" in vars(cls) else None
+    if doc and doc.startswith(f"{cls.__name__}("):  # the signature dataclasses writes when there is no docstring
+        doc = None
     rows = [textwrap.indent(doc, "  ") + "\n"] if doc else []
     for f in fields_in_reading_order(cls):
         value = getattr(cfg, f.name) if cfg is not None else f.default
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Print a profile's resolved configuration of one step, "
                                                  "each field with its source.")
     parser.add_argument("section", choices=sorted(SECTIONS))
-    parser.add_argument("--profile", default=os.environ.get("ONEREWARD_PROFILE", "tiny"))
+    parser.add_argument("--profile", default=os.environ.get("ONEREWARD_PROFILE", DEFAULT_PROFILE))
     parser.add_argument("--root", default=".")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args(argv)

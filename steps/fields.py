@@ -1,7 +1,7 @@
 """Field groups that several step configs share: each field defined once, with one meaning.
 
 A step's config lists the groups it has beside its own fields, for example
-``class JudgeConfig(Profiled, Optimiser, Checkpoints, Attack, Scale, Seeded, Threaded)``. What a profile uses
+``class RLConfig(Profiled, Optimiser, Batched, Scale, TaskMix, Guided, CheckpointCadence, Seeded, Threaded)``. What a profile uses
 is set in ``configs/<profile>.yaml`` (the step's section); the defaults here are only the fallback of a config
 built in code. A dataclass lists a base's fields before its own, so these come first in ``--help``.
 """

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROFILES = ("smoke", "tiny", "flux")
+DEFAULT_PROFILE = "tiny"  # what `make run` and a step CLI given no profile use ($ONEREWARD_PROFILE overrides)
 SPLITS = ("train", "validation", "benchmark", "photos", "user")
 VARIANTS = ("static", "dynamic")
 
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=os.environ.get("ONEREWARD_ROOT", str(Path(__file__).resolve().parents[1])),
                         help="the project root (default: ONEREWARD_ROOT, else this checkout), as the pipeline uses")
-    parser.add_argument("--profile", default=os.environ.get("ONEREWARD_PROFILE", "tiny"), choices=PROFILES)
+    parser.add_argument("--profile", default=os.environ.get("ONEREWARD_PROFILE", DEFAULT_PROFILE), choices=PROFILES)
     parser.add_argument("name", help="a property or method of ArtifactPaths (e.g. judge, policy_report)")
     parser.add_argument("arg", nargs="?", help="its argument, for methods (a split or a variant)")
     args = parser.parse_args(argv)

@@ -1,11 +1,11 @@
-"""How the visible aesthetics score (steps/world/, 2026-11-30) differs from the one it replaced.
+"""How the visible aesthetics score (steps/world/truth.py, 2026-11-30) differs from the one it replaced.
 
     python bench/data/aesthetics_change.py --candidates data/tiny/candidates --train data/tiny/train
 
 The old score compared the candidate's mean |Laplacian| over the edited region with the hidden TARGET's,
 so a candidate smoother than the target's faint background texture lost points no annotator could see.
 The new one compares the region's texture level with the kept surroundings' and counts missing detail only
-where the region should hold drawn edges (module docstring of steps/world/). On the candidate sets of the
+where the region should hold drawn edges (module docstring of steps/world/truth.py). On the candidate sets of the
 preference data, per task: how often the simulated annotators' best and worst picks (noise-free, near-ties
 dropped as in steps.judge.annotate) stay the same, and the rank correlation of the two scores.
 """

@@ -1,6 +1,6 @@
 """Benchmark evaluation: our fill model against every competitor, per task x dimension (docs/DESIGN.md §7).
 
-    python -m steps.evaluation.benchmark --config cfg.yaml                 # BenchmarkConfig fields
+    python -m steps.evaluation.benchmark --profile tiny --config cfg.yaml               # BenchmarkConfig fields
 
 Inputs: a benchmark split (synthetic held-out, real photos, or any user manifest), a competitors root
 holding ``<system>/<benchmark id>.png`` folders (steps/evaluation/competitors.py; ours is one of them) and a judge.

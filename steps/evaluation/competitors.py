@@ -16,7 +16,7 @@ A folder may carry ``system.json`` (``{"tasks": ["extend"], "kind": ..., ...}``)
 some tasks; without one, every benchmark id needs its PNG. Each folder is written to a temporary
 sibling and renamed into place (docs/DESIGN.md §9).
 
-    python -m steps.evaluation.competitors --config cfg.yaml            # CompetitorsConfig fields
+    python -m steps.evaluation.competitors --profile tiny --config cfg.yaml          # CompetitorsConfig fields
     python -m steps.evaluation.competitors --set benchmark=data/tiny/benchmark --set out_dir=outputs/x \\
         --set 'models={base: outputs/tiny/base_model}'
 """

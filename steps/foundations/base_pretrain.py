@@ -202,7 +202,7 @@ def train_transformer(pipe, targets, cond, weights, cfg: BaseConfig, log, start:
 
 
 BASE_RESUME_MUST_MATCH = ("profile", "seed", "world_pool", "train_dir", "vae_steps", "vae_batch", "vae_lr", "vae_crop",
-                          "steps", "batch_size", "lr", "warmup", "mask_weight", "guidance")
+                          "steps", "batch_size", "lr", "warmup", "weight_decay", "mask_weight", "guidance")
 
 
 def _training_samples(cfg: BaseConfig, spec) -> list:

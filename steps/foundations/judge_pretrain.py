@@ -42,7 +42,7 @@ from steps.paths import TINY, ArtifactPaths
 from steps.training.recipe import Recipe, due, progress, run_cli
 
 JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
-                           "warmup", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
+                           "warmup", "weight_decay", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
                            "texture_share", "candidate_share", "candidates", "adv_share", "adv_rms", "adv_steps",
                            "show_source", "flatten_share")
 

@@ -1,9 +1,9 @@
 """Recipe: OneReward RL of the fill model against the VLM judge (docs/DESIGN.md §4, Algorithms 1 and 2).
 
-    python -m steps.rl.train --config rl.yaml --set reference=dynamic    # any YAML of RLConfig fields (--key a.b)
-    torchrun --nproc_per_node 2 -m steps.rl.train --config ...        # 2 CPU processes (gloo), as the tests do
-    accelerate launch --config_file configs/accelerate_ddp.yaml -m steps.rl.train --config ...    # GPUs, DDP
-    accelerate launch --config_file configs/accelerate_fsdp.yaml -m steps.rl.train --config ...   # flux, FSDP
+    python -m steps.rl.train --profile tiny --config rl.yaml --set reference=dynamic    # any YAML of RLConfig fields (--key a.b)
+    torchrun --nproc_per_node 2 -m steps.rl.train --profile tiny --config ...        # 2 CPU processes (gloo), as the tests do
+    accelerate launch --config_file configs/accelerate_ddp.yaml -m steps.rl.train --profile tiny --config ...    # GPUs, DDP
+    accelerate launch --config_file configs/accelerate_fsdp.yaml -m steps.rl.train --profile flux --config ...   # flux, FSDP
 
 One iteration (per rank; every rank draws the same task and t, its own conditions and noises):
 1. task k ~ p_k, a batch of its conditions c (encoded once and cached: `ConditionBank`);

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,20 @@ def test_a_bad_value_at_the_command_line_is_one_line_not_a_traceback():
                          capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--set (lr): field 'lr' of RLConfig expects float, got 'abc'" in res.stderr
+
+
+def test_a_cli_given_no_profile_runs_the_default_profile_or_the_environments():
+    """No --profile, no profile in --set or a --config file: tiny (what `make` runs), or $ONEREWARD_PROFILE."""
+    def help_of(env_profile):
+        env = {k: v for k, v in os.environ.items() if k != "ONEREWARD_PROFILE"}
+        if env_profile:
+            env["ONEREWARD_PROFILE"] = env_profile
+        return subprocess.run([sys.executable, "-m", "steps.judge.candidates", "--help"], cwd=REPO, env=env,
+                              check=True, capture_output=True, text=True).stdout
+
+    tiny, smoke = help_of(None), help_of("smoke")
+    assert "profile tiny;" in tiny and "n_conditions = 2000  [configs/tiny.yaml:" in tiny
+    assert "batch_size = 64  [configs/tiny.yaml:" in tiny
+    assert "profile smoke;" in smoke and "n_conditions = 96  [configs/smoke.yaml:" in smoke
+    # a config without a docstring shows no generated signature (its class defaults) above the resolved values
+    assert "CandidatesConfig(" not in tiny
