@@ -195,10 +195,11 @@ def run(args) -> dict:
 
     from steps.data.datasets import load_samples
     from steps.rl.config import RLConfig
+    from steps.rl.guard import RewardHackingError
     from steps.rl.report import save_sample_grid
     from steps.rl.reward import PairJudge
     from steps.rl.rollout import ConditionBank
-    from steps.rl.train import OneRewardRecipe, RewardHackingError
+    from steps.rl.train import OneRewardRecipe
     from steps.tracking import Tracker
 
     work = Path(tempfile.mkdtemp(prefix="bench_rl_step_"))

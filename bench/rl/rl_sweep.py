@@ -62,7 +62,8 @@ def variant_config(name: str, overrides: dict, args):
 
 
 def run_variant(name: str, overrides: dict, args) -> dict:
-    from steps.rl.train import RewardHackingError, train
+    from steps.rl.guard import RewardHackingError
+    from steps.rl.train import train
 
     cfg = variant_config(name, overrides, args)
     t0 = time.perf_counter()

@@ -22,6 +22,10 @@ import torch
 from steps.rl.reward import onereward_loss, stats_to_metrics
 
 
+class RewardHackingError(RuntimeError):
+    """The judge reward rose while a held-out signal the policy never optimises fell beyond the margin."""
+
+
 @dataclass
 class RewardHackingGuard:
     """Stop when the judge says "better" while the held-out truth says "worse".

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.rl.train import OneRewardRecipe, RewardHackingError
+from steps.rl.guard import RewardHackingError
+from steps.rl.train import OneRewardRecipe
 from tests.steps.rl.helpers import config, transformer_weights
 
 
