@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from steps.paths import DEFAULT_PROFILE
+from steps.paths import DEFAULT_PROFILE, PROFILES, ArtifactPaths
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ SECTIONS = {
     "annotate": "steps.judge.annotate:AnnotateConfig",
     "judge": "steps.judge.train:JudgeConfig",
     "agreement": "steps.judge.agreement:AgreementConfig",
-    "rl": "steps.rl.train:RLConfig",
+    "rl": "steps.rl.config:RLConfig",
     "competitors": "steps.evaluation.competitors:CompetitorsConfig",
     "benchmark": "steps.evaluation.benchmark:BenchmarkConfig",
     "foundations": "steps.foundations.job:FoundationsConfig",
@@ -85,8 +85,6 @@ def profile_file(profile: str) -> Path:
 
 def profiles() -> tuple[str, ...]:
     """The profiles that have a file."""
-    from steps.paths import PROFILES
-
     return tuple(p for p in PROFILES if profile_file(p).is_file())
 
 
@@ -211,8 +209,6 @@ class Profiled:
 def profile_layers(cls: type, profile: str, root: str | os.PathLike = ".", sections: tuple[str, ...] | None = None,
                    **context: Any) -> list[Layer]:
     """Layers 2-3: the profile's paths under ``root``, then its file's section(s) for ``cls``."""
-    from steps.paths import ArtifactPaths
-
     layers = []
     values = dict(cls.path_defaults(ArtifactPaths(Path(root), profile), **context))
     if any(f.name == "profile" for f in dataclasses.fields(cls)):

@@ -230,3 +230,9 @@ def test_a_cli_given_no_profile_runs_the_default_profile_or_the_environments():
     assert "profile smoke;" in smoke and "n_conditions = 96  [configs/smoke.yaml:" in smoke
     # a config without a docstring shows no generated signature (its class defaults) above the resolved values
     assert "CandidatesConfig(" not in tiny
+
+
+def test_every_section_names_the_module_that_defines_its_class():
+    for section, ref in C.SECTIONS.items():
+        module, name = ref.split(":")
+        assert C.section_class(section).__module__ == module, f"{section}: {name} is defined elsewhere than {module}"
