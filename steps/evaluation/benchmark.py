@@ -190,10 +190,14 @@ def annotator_ratings(items: list[Item], ours: dict[str, np.ndarray], systems: d
                 continue
             theirs = score(outputs[c.id], it.sample)
             for dim, mine in our_scores[c.id].items():
-                diff = mine - theirs[dim]
-                outcome = "good" if diff > tie_margin else "bad" if diff < -tie_margin else "same"
+                outcome = annotator_outcome(mine - theirs[dim], tie_margin)
                 counts.setdefault(system, {}).setdefault(c.task, {}).setdefault(dim, _tally())[outcome] += 1
     return counts
+
+
+def annotator_outcome(diff: float, tie_margin: float) -> str:
+    """The simulated annotators' verdict on ours - theirs world score: good / same (within the margin) / bad."""
+    return "good" if diff > tie_margin else "bad" if diff < -tie_margin else "same"
 
 
 def gsb_metrics(counts: dict[str, dict]) -> dict[str, float]:
