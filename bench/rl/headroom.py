@@ -61,15 +61,15 @@ def ode_sampler(steps: int, guidance: float):
 
 
 def sde_sampler(steps: int, guidance: float, window_start: int, window: int, a: float):
-    """The RL update's sampler (steps/rl/sde.py): ``window`` SDE steps from ``window_start``, the rest Euler."""
-    try:
-        from steps.rl import sde
-    except ImportError as err:  # the module lands on main with the policy-gradient update (issue 22, item 4)
-        raise SystemExit(f"--sampler sde needs steps/rl/sde.py ({err})") from err
+    """The RL update's sampler (steps.rl.sde.sample_window): ``window`` SDE steps from ``window_start``, the rest
+    Euler; the window's step noise comes from ``generator``."""
+    from steps.rl.sde import sample_window, window_indices
+
+    window_indices(steps, window_start, window)  # a window outside the schedule fails before any sampling
 
     def run(pipe, cond, noise, generator):
-        return sde.sample(pipe, cond, steps, guidance, noise=noise, generator=generator,
-                          window_start=window_start, window=window, a=a)
+        return sample_window(pipe, cond, pipe.transformer, steps, guidance, noise, window_start, window, a,
+                             generator).latents
 
     return run
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("the ODE sampler is deterministic: shared noise gives identical samples")
     tie = args.tie_margin if args.tie_margin is not None else BenchmarkConfig.tie_margin
     setup(threads=args.threads)
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()
     pipe = load_fill_pipeline(args.base)
     samples = load_samples(args.validation, limit_per_task=args.per_task)
     sampler = ode_sampler(args.steps, args.guidance) if args.sampler == "ode" else \
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
     for view, images in views(samples, outputs).items():
         summary[view] = summarise(samples, truths(samples, images), truths(samples, ref_views[view]), ns, tie,
                                   seed=args.seed)
-    result = {"args": vars(args), "tie_margin": tie, "commit": git_commit(), "machine": machine(),
+    result = {"args": vars(args), "tie_margin": tie, "commit": commit, "machine": machine(),
               "sampling_seconds": t_sample, "seconds": time.perf_counter() - t0,
               "interval": "95% percentile bootstrap over conditions (2000 resamples)", **summary}
     print(f"{machine_line(result['machine'])}; commit {result['commit'][:12]}; sampling {t_sample:.0f} s, "

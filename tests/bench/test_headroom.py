@@ -98,3 +98,18 @@ def test_best_of_one_against_its_own_samples_wins_nothing(smoke_dirs, tmp_path):
 def test_ode_with_shared_noise_is_refused(smoke_dirs, tmp_path):
     with pytest.raises(SystemExit):
         run(smoke_dirs, tmp_path / "x.json", "--noise", "shared")
+
+
+def test_sde_sampler_at_a0_is_the_default_sampler(smoke_dirs, tmp_path):
+    """The window at a = 0 is Euler bit for bit, so the same noise gives the same table; shared noise then gives
+    identical samples (no spread), and a > 0 in the window makes the spread."""
+    ode = run(smoke_dirs, tmp_path / "ode.json")
+    sde0 = run(smoke_dirs, tmp_path / "sde0.json", "--sampler", "sde", "--a", "0", "--window", "1")
+    assert sde0["pasted"] == ode["pasted"] and sde0["raw"] == ode["raw"]
+    shared0 = run(smoke_dirs, tmp_path / "s0.json", "--sampler", "sde", "--a", "0", "--window", "1",
+                  "--noise", "shared")
+    shared7 = run(smoke_dirs, tmp_path / "s7.json", "--sampler", "sde", "--a", "0.7", "--window", "1",
+                  "--noise", "shared")
+    for task in ("fill", "extend", "removal"):
+        assert shared0["raw"][task]["task"]["std"] == 0 and shared0["raw"][task]["task"]["bo4"] == 0
+        assert shared7["raw"][task]["task"]["std"] > 0
