@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from steps.paths import TINY  # noqa: E402
 
-TIE = 0.03
+SELECTORS = ("oracle", "random", "judge", "target")
+TARGETS = ("latents", "images", "pasted")
 
 
 def truth(sample, image) -> dict[str, float]:
@@ -63,11 +64,42 @@ def judge_pick(judge, samples, cands: np.ndarray) -> np.ndarray:
     return wins.argmax(1)
 
 
+def pasted(samples, images: np.ndarray) -> np.ndarray:
+    """The kept pixels restored from the source: what ``infer`` delivers."""
+    from steps.evaluation.fill import paste_kept
+
+    return np.stack([paste_kept(s.image, s.mask, o) for s, o in zip(samples, images)])
+
+
+def scored(samples, images: np.ndarray) -> dict[str, list[dict[str, float]]]:
+    """World scores of every output, pasted back (primary) and raw."""
+    return {"pasted": [truth(s, o) for s, o in zip(samples, pasted(samples, images))],
+            "raw": [truth(s, o) for s, o in zip(samples, images)]}
+
+
+def compare(samples, base: list[dict[str, float]], tuned: list[dict[str, float]], tie: float) -> dict:
+    """Per task: mean truth of base and tuned samples (same noise) and the annotators' net win of tuned vs base
+    (good - bad over condition x dimension, noise-free, tie margin ``tie``) with a 95% bootstrap interval."""
+    from bench.rl.headroom import SIGN, bootstrap
+    from steps.evaluation.benchmark import annotator_outcome
+
+    out = {}
+    for t, task in enumerate(("fill", "extend", "removal")):
+        idx = [i for i, s in enumerate(samples) if s.task == task]
+        nets = [np.array([SIGN[annotator_outcome(tuned[i][d] - base[i][d], tie)] for d in base[i]]) for i in idx]
+        out[task] = {"base": float(np.mean([np.mean(list(base[i].values())) for i in idx])),
+                     "tuned": float(np.mean([np.mean(list(tuned[i].values())) for i in idx])),
+                     "net_win": float(sum(v.sum() for v in nets) / sum(v.size for v in nets)),
+                     "net_win_ci": bootstrap(nets, 2000, t), "n": len(idx)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from bench.benchlib import machine, machine_line
     from steps.data.datasets import load_samples
+    from steps.evaluation.benchmark import BenchmarkConfig
     from steps.foundations.base_pretrain import (
         BaseConfig,
         encode_dataset,
@@ -77,71 +109,110 @@ def main(argv: list[str] | None = None) -> dict:
     from steps.foundations.base_report import sample_outputs
     from steps.models.policy import load_fill_pipeline
     from steps.runtime import setup
+    from steps.tracking import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default=str(TINY.foundations / "base"))
     ap.add_argument("--train", default=str(TINY.train))
     ap.add_argument("--validation", default=str(TINY.validation))
-    ap.add_argument("--selector", choices=["oracle", "judge", "random", "target"], default="oracle",
-                    help="target: the world's ground truth instead of a candidate (the fine-tuning's control)")
+    ap.add_argument("--runs", nargs="+", default=["oracle:latents"], metavar="SELECTOR:TARGETS",
+                    help="fine-tunings from the same base and candidates; SELECTOR: " + "|".join(SELECTORS)
+                         + "; TARGETS: " + "|".join(TARGETS))
     ap.add_argument("--judge", default=str(TINY.judge))
     ap.add_argument("--conditions", type=int, default=600)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--eval-per-task", type=int, default=32)
+    ap.add_argument("--eval-per-task", type=int, default=50)
+    ap.add_argument("--tie-margin", type=float, default=None, help="default: the benchmark's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
+    runs = [tuple(r.split(":", 1)) for r in args.runs]
+    for r in runs:
+        if len(r) != 2 or r[0] not in SELECTORS or r[1] not in TARGETS:
+            ap.error(f"--runs {':'.join(r)}: expected SELECTOR:TARGETS with SELECTOR in {SELECTORS}, "
+                     f"TARGETS in {TARGETS}")
+    tie = args.tie_margin if args.tie_margin is not None else BenchmarkConfig.tie_margin
     setup(threads=args.threads)
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()
     pipe = load_fill_pipeline(args.base)
+    state0 = {k: v.detach().clone() for k, v in pipe.transformer.state_dict().items()}
     cfg = BaseConfig.for_profile("tiny", steps=args.steps, lr=args.lr, warmup=10, log_every=50)
     train = load_samples(args.train)[: args.conditions]
     val = load_samples(args.validation, limit_per_task=args.eval_per_task)
-    base_val = sample_outputs(pipe, val, cfg)
-    cands = np.stack([sample_outputs(pipe, train, dataclasses.replace(cfg, seed=100 + k)) for k in range(args.k)])
-    truths = np.array([[np.mean(list(truth(s, cands[k][n]).values())) for k in range(args.k)]
+    base_val = scored(val, sample_outputs(pipe, val, cfg))
+    drawn = [sample_outputs(pipe, train, dataclasses.replace(cfg, seed=100 + k), with_latents=True)
+             for k in range(args.k)]
+    cands, cand_latents = np.stack([d[0] for d in drawn]), torch.stack([d[1] for d in drawn])
+    truths = np.array([[np.mean(list(truth(s, pasted([s], cands[k][n:n + 1])[0]).values())) for k in range(args.k)]
                        for n, s in enumerate(train)])
-    if args.selector in ("oracle", "target"):
-        pick = truths.argmax(1)
-    elif args.selector == "random":
-        pick = np.random.default_rng(0).integers(0, args.k, len(train))
-    else:
-        from steps.models.judge import Judge
-
-        pick = judge_pick(Judge.load(args.judge).eval(), train, cands)
-    if args.selector == "target":  # continued training on the ground truth: what the fine-tuning alone does
-        picked, pick = list(train), truths.argmax(1)
-    else:
-        picked = [dataclasses.replace(s, target=cands[pick[n]][n]) for n, s in enumerate(train)]
-    selection = {"picked_truth": float(truths[np.arange(len(train)), pick].mean()),
-                 "mean_candidate_truth": float(truths.mean()), "best_truth": float(truths.max(1).mean())}
-    print("selection:", json.dumps(selection), flush=True)
-    targets, cond = encode_dataset(pipe, picked)
-    weights = latent_mask_weights(pipe, picked, cfg.mask_weight)
-    torch.manual_seed(0)
-    train_transformer(pipe, targets, cond, weights, cfg, lambda m, s: None)
-    tuned_val = sample_outputs(pipe, val, cfg)
-    per_task: dict[str, dict[str, float]] = {}
-    for task in ("fill", "extend", "removal"):
-        idx = [i for i, s in enumerate(val) if s.task == task]
-        b = [truth(val[i], base_val[i]) for i in idx]
-        t = [truth(val[i], tuned_val[i]) for i in idx]
-        diffs = np.array([t[j][d] - b[j][d] for j in range(len(idx)) for d in b[j]])
-        per_task[task] = {"base": float(np.mean([np.mean(list(x.values())) for x in b])),
-                          "tuned": float(np.mean([np.mean(list(x.values())) for x in t])),
-                          "net_win": float((diffs > TIE).mean() - (diffs < -TIE).mean()), "n": len(idx)}
-    result = {"args": vars(args), "selection": selection, "validation": per_task, "machine": machine(),
-              "seconds": time.perf_counter() - t0}
-    print(f"{machine_line(result['machine'])}; {result['seconds']:.0f} s")
-    print("| task | base truth | tuned truth | net win (tie 0.03) | n |\n|---|---|---|---|---|")
-    for task, r in per_task.items():
-        print(f"| {task} | {r['base']:.3f} | {r['tuned']:.3f} | {r['net_win']:+.2f} | {r['n']} |")
+    world_latents, cond = encode_dataset(pipe, train)
+    weights = latent_mask_weights(pipe, train, cfg.mask_weight)
+    checks = {"identical_candidate_pairs": int(sum((cands[i] == cands[j]).all(axis=(1, 2, 3)).sum()
+                                                   for i in range(args.k) for j in range(i + 1, args.k))),
+              "candidate_pixel_std": float(cands.astype(np.float32).std(0).mean())}
+    results = []
+    for selector, targets in runs:
+        pick = select(selector, train, cands, truths, args.judge)
+        rows = np.arange(len(train))
+        selection = {"picked_truth": float(truths[rows, pick].mean()), "mean_candidate_truth": float(truths.mean()),
+                     "best_truth": float(truths.max(1).mean())}
+        if selector == "target":
+            target_latents = world_latents
+        elif targets == "latents":
+            target_latents = cand_latents[torch.as_tensor(pick), torch.as_tensor(rows)]
+        else:
+            images = cands[pick, rows]
+            images = pasted(train, images) if targets == "pasted" else images
+            target_latents, _ = encode_dataset(pipe, [dataclasses.replace(s, target=im) for s, im in zip(train, images)])
+        exact = cand_latents[torch.as_tensor(pick), torch.as_tensor(rows)]
+        selection["target_latent_rms_vs_sampled"] = float((target_latents - exact).pow(2).mean().sqrt())
+        pipe.transformer.load_state_dict(state0)
+        torch.manual_seed(0)
+        curve = train_transformer(pipe, target_latents, cond, weights, cfg, lambda m, s: None)
+        tuned = scored(val, sample_outputs(pipe, val, cfg))
+        run = {"selector": selector, "targets": targets, "selection": selection,
+               "loss_first_last": [float(np.mean(curve[:10])), float(np.mean(curve[-10:]))],
+               **{view: compare(val, base_val[view], tuned[view], tie) for view in ("pasted", "raw")}}
+        print(f"{selector}:{targets}", json.dumps(selection), flush=True)
+        results.append(run)
+    pipe.transformer.load_state_dict(state0)
+    result = {"args": vars(args), "tie_margin": tie, "checks": checks, "runs": results, "commit": commit,
+              "machine": machine(), "seconds": time.perf_counter() - t0}
+    print(f"{machine_line(result['machine'])}; commit {commit[:12]}; {result['seconds']:.0f} s; checks {checks}")
+    print(markdown(results))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def select(selector: str, train, cands: np.ndarray, truths: np.ndarray, judge_dir: str) -> np.ndarray:
+    """One candidate index per condition."""
+    if selector in ("oracle", "target"):
+        return truths.argmax(1)
+    if selector == "random":
+        return np.random.default_rng(0).integers(0, cands.shape[0], len(train))
+    from steps.models.judge import Judge
+
+    return judge_pick(Judge.load(judge_dir).eval(), train, cands)
+
+
+def markdown(results: list[dict]) -> str:
+    head = "| picks : targets | picked / mean candidate | " + " | ".join(
+        f"{task} truth, net win (pasted; raw)" for task in ("fill", "extend", "removal")) + " |"
+    lines = [head, "|" + "---|" * 5]
+    for r in results:
+        cells = []
+        for task in ("fill", "extend", "removal"):
+            p, w = r["pasted"][task], r["raw"][task]
+            cells.append(f"{p['base']:.3f} -> {p['tuned']:.3f}, {p['net_win']:+.2f} [{p['net_win_ci'][0]:+.2f}, "
+                         f"{p['net_win_ci'][1]:+.2f}]; raw {w['tuned']:.3f}, {w['net_win']:+.2f}")
+        sel = r["selection"]
+        lines.append(f"| {r['selector']} : {r['targets']} | {sel['picked_truth']:.3f} / "
+                     f"{sel['mean_candidate_truth']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

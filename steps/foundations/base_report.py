@@ -12,13 +12,16 @@ if TYPE_CHECKING:
     from steps.foundations.base_pretrain import BaseConfig
 
 
-def sample_outputs(pipe, samples, cfg: BaseConfig, transformer=None, batch: int = 64) -> np.ndarray:
-    """Fill every sample with the pipeline (fixed seed): N x H x W x 3 uint8."""
+def sample_outputs(pipe, samples, cfg: BaseConfig, transformer=None, batch: int = 64, with_latents: bool = False):
+    """Fill every sample with the pipeline (noise from ``cfg.seed``): N x H x W x 3 uint8.
+
+    ``with_latents``: also return the sampler's final packed latents (N, tokens, channels), exactly what was
+    decoded (re-encoding the uint8 images does not give them back: the VAE round trip blurs and drifts)."""
     import torch
 
     from steps.models.denoise import decode, denoise, encode_conditions
 
-    outs = []
+    outs, latents = [], []
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     with torch.no_grad():
         for i in range(0, len(samples), batch):
@@ -28,7 +31,9 @@ def sample_outputs(pipe, samples, cfg: BaseConfig, transformer=None, batch: int 
             lat = denoise(pipe, cond, cfg.sample_steps, cfg.guidance, generator=gen, transformer=transformer)
             img = decode(pipe, lat, cond.height, cond.width)
             outs.append((img.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-    return np.concatenate(outs)
+            latents.append(lat)
+    images = np.concatenate(outs)
+    return (images, torch.cat(latents)) if with_latents else images
 
 
 def quality_table(samples, outputs) -> dict[str, float]:
