@@ -1,18 +1,26 @@
-"""Best-of-n distillation: does fine-tuning the fill model on the judge's picks raise the truth of full samples?
+"""Best-of-n distillation: does fine-tuning the fill model on its own best samples raise the truth of full samples?
 
-    python bench/rl/bestofn.py --selector oracle --out /tmp/bon_oracle.json
-    python bench/rl/bestofn.py --selector judge --judge outputs/tiny/judge --out /tmp/bon_judge.json
+    python bench/rl/bestofn.py --runs oracle:latents --out /tmp/bon_oracle.json
+    python bench/rl/bestofn.py --conditions 300 --steps 150 --runs oracle:images random:images random:latents \
+        oracle:latents oracle:pasted target:images                       # the diagnosis (docs/ABLATIONS.md)
+    python bench/rl/bestofn.py --runs judge:latents --judge outputs/tiny/judge
 
 An experiment beside the paper's recipe (which backpropagates the judge's reward into the fill model,
-steps/rl/train.py). Here the judge is never differentiated: for each of ``--conditions`` training conditions the base
-samples ``--k`` candidates with its own sampler (different noise); the selector picks one per condition -- the
-world's truth (``oracle``: the mean over the task's dimensions) or the judge (``judge``: the candidate with the
-highest mean both-orders preference against the others, over the task's dimensions); the base's transformer is
-then fine-tuned with its own rectified-flow loss on the picks (steps.foundations.base_pretrain.train_transformer; rejection-sampling
-fine-tuning, as in RAFT / ReST). Reported: the truth of the picks against the mean candidate (how well the
-selector selects), and the truth of full validation samples (fixed noise) of the base and of the fine-tuned
-model per task, with a net win (share of validation condition x dimension where the tuned sample beats the
-base's by more than the annotators' tie margin 0.03, minus the share where it loses).
+steps/rl/train.py). Here the judge is never differentiated: for each of ``--conditions`` training conditions the
+base samples ``--k`` candidates with its own sampler (8 Euler steps, a different noise per candidate); a selector
+picks one per condition -- the world's truth of the pasted-back output (``oracle``: the mean over the task's
+dimensions), the judge (``judge``: the highest mean both-orders preference against the others), ``random``, or
+``target`` (the world's ground truth instead of a candidate: what the fine-tuning alone does); the base's
+transformer is then fine-tuned with its own rectified-flow loss on the picks (train_transformer; rejection-sampling
+fine-tuning, as in RAFT / ReST). Each of ``--runs`` (SELECTOR:TARGETS) starts from the same base and candidates.
+TARGETS is what the flow-matching loss is fitted to: ``latents``, the sampler's own final latents (the default: the
+picks exactly as the model made them); ``images``, the decoded uint8 picks re-encoded by the VAE (the first
+version, which made the base worse: the round trip is not the identity, see docs/ABLATIONS.md); ``pasted``, the
+decoded picks with the source's kept pixels pasted back, re-encoded.
+Reported: the truth of the picks against the mean candidate, and per task the truth of full validation samples
+(the same noise for base and fine-tuned model) with the noise-free simulated annotators' net win of the tuned
+model against the base (the benchmark's tie margin, steps.evaluation.benchmark.annotator_outcome; 95% bootstrap
+interval over conditions), for the pasted-back output (primary) and the raw one.
 """
 
 from __future__ import annotations
