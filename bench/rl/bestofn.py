@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
             target_latents, _ = encode_dataset(pipe, [dataclasses.replace(s, target=im) for s, im in zip(train, images)])
         exact = cand_latents[torch.as_tensor(pick), torch.as_tensor(rows)]
         selection["target_latent_rms_vs_sampled"] = float((target_latents - exact).pow(2).mean().sqrt())
+        selection["target_pixel_mae_vs_sampled"] = round_trip_mae(pipe, target_latents, exact)
         pipe.transformer.load_state_dict(state0)
         torch.manual_seed(0)
         curve = train_transformer(pipe, target_latents, cond, weights, cfg, lambda m, s: None)
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
                "loss_first_last": [float(np.mean(curve[:10])), float(np.mean(curve[-10:]))],
                **{view: compare(val, base_val[view], tuned[view], tie) for view in ("pasted", "raw")}}
         print(f"{selector}:{targets}", json.dumps(selection), flush=True)
+        print(markdown([run]).splitlines()[-1], flush=True)
         results.append(run)
     pipe.transformer.load_state_dict(state0)
     result = {"args": vars(args), "tie_margin": tie, "checks": checks, "runs": results, "commit": commit,
@@ -194,6 +196,21 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def round_trip_mae(pipe, targets, sampled, batch: int = 100) -> float:
+    """Mean |decoded targets - decoded sampled latents| in 0-255 units: how far from the picks the model is taught."""
+    import torch
+
+    from steps.evaluation.fill import model_resolution
+    from steps.models.denoise import decode
+
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(targets), batch):
+            total += float((decode(pipe, targets[i:i + batch]) - decode(pipe, sampled[i:i + batch])).abs().sum())
+    side = model_resolution(pipe)
+    return 255 * total / (len(targets) * 3 * side * side)
 
 
 def select(selector: str, train, cands: np.ndarray, truths: np.ndarray, judge_dir: str) -> np.ndarray:

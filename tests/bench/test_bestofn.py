@@ -68,6 +68,7 @@ def test_zero_learning_rate_changes_nothing(smoke_dirs):
                 assert row["tuned"] == pytest.approx(row["base"], abs=1e-12) and row["net_win"] == 0
     latents, images = result["runs"]
     assert latents["selection"]["target_latent_rms_vs_sampled"] == 0  # exact latents
+    assert latents["selection"]["target_pixel_mae_vs_sampled"] == 0
     assert images["selection"]["target_latent_rms_vs_sampled"] > 0  # pasted back and re-encoded
 
 
