@@ -16,7 +16,8 @@ fine-tuning, as in RAFT / ReST). Each of ``--runs`` (SELECTOR:TARGETS) starts fr
 TARGETS is what the flow-matching loss is fitted to: ``latents``, the sampler's own final latents (the default: the
 picks exactly as the model made them); ``images``, the decoded uint8 picks re-encoded by the VAE (the first
 version, which made the base worse: the round trip is not the identity, see docs/ABLATIONS.md); ``pasted``, the
-decoded picks with the source's kept pixels pasted back, re-encoded.
+decoded picks with the source's kept pixels pasted back, re-encoded; ``latents_pasted``, the sampler's latents
+where a latent token touches the mask and the source's encoded latents elsewhere (paste-back in latent space).
 Reported: the truth of the picks against the mean candidate, and per task the truth of full validation samples
 (the same noise for base and fine-tuned model) with the noise-free simulated annotators' net win of the tuned
 model against the base (the benchmark's tie margin, steps.evaluation.benchmark.annotator_outcome; 95% bootstrap
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from steps.paths import TINY  # noqa: E402
 
 SELECTORS = ("oracle", "random", "judge", "target")
-TARGETS = ("latents", "images", "pasted")
+TARGETS = ("latents", "latents_pasted", "images", "pasted")
 
 
 def truth(sample, image) -> dict[str, float]:
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     truths = np.array([[np.mean(list(truth(s, pasted([s], cands[k][n:n + 1])[0]).values())) for k in range(args.k)]
                        for n, s in enumerate(train)])
     world_latents, cond = encode_dataset(pipe, train)
+    source_latents, _ = encode_dataset(pipe, [dataclasses.replace(s, target=s.image) for s in train])
     weights = latent_mask_weights(pipe, train, cfg.mask_weight)
     checks = {"identical_candidate_pairs": int(sum((cands[i] == cands[j]).all(axis=(1, 2, 3)).sum()
                                                    for i in range(args.k) for j in range(i + 1, args.k))),
@@ -168,8 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
                      "best_truth": float(truths.max(1).mean())}
         if selector == "target":
             target_latents = world_latents
-        elif targets == "latents":
+        elif targets.startswith("latents"):
             target_latents = cand_latents[torch.as_tensor(pick), torch.as_tensor(rows)]
+            if targets == "latents_pasted":  # tokens clear of the mask take the source's latents (what the base learnt)
+                touches = latent_mask_weights(pipe, train, 2.0) - 1  # 1 where a token touches the mask, else 0
+                target_latents = touches * target_latents + (1 - touches) * source_latents
         else:
             images = cands[pick, rows]
             images = pasted(train, images) if targets == "pasted" else images

@@ -59,14 +59,16 @@ def test_sampled_latents_are_what_was_decoded_and_reencoding_does_not_give_them_
 
 def test_zero_learning_rate_changes_nothing(smoke_dirs):
     """Base and fine-tuned models are compared on the same noise: an unchanged model wins and loses nothing."""
-    result = run(smoke_dirs, "--runs", "random:latents", "oracle:pasted", "--steps", "3", "--lr", "0")
+    result = run(smoke_dirs, "--runs", "random:latents", "oracle:pasted", "oracle:latents_pasted", "--steps", "3",
+                 "--lr", "0")
     assert result["checks"]["identical_candidate_pairs"] == 0
     for r in result["runs"]:
         for view in ("pasted", "raw"):
             for task in ("fill", "extend", "removal"):
                 row = r[view][task]
                 assert row["tuned"] == pytest.approx(row["base"], abs=1e-12) and row["net_win"] == 0
-    latents, images = result["runs"]
+    latents, images, latents_pasted = result["runs"]
+    assert 0 < latents_pasted["selection"]["target_latent_rms_vs_sampled"]  # the kept tokens are the source's
     assert latents["selection"]["target_latent_rms_vs_sampled"] == 0  # exact latents
     assert latents["selection"]["target_pixel_mae_vs_sampled"] == 0
     assert images["selection"]["target_latent_rms_vs_sampled"] > 0  # pasted back and re-encoded
