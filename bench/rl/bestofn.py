@@ -99,7 +99,12 @@ def compare(samples, base: list[dict[str, float]], tuned: list[dict[str, float]]
         out[task] = {"base": float(np.mean([np.mean(list(base[i].values())) for i in idx])),
                      "tuned": float(np.mean([np.mean(list(tuned[i].values())) for i in idx])),
                      "net_win": float(sum(v.sum() for v in nets) / sum(v.size for v in nets)),
-                     "net_win_ci": bootstrap(nets, 2000, t), "n": len(idx)}
+                     "net_win_ci": bootstrap(nets, 2000, t), "n": len(idx),
+                     "dimensions": {d: {"base": float(np.mean([base[i][d] for i in idx if d in base[i]])),
+                                        "tuned": float(np.mean([tuned[i][d] for i in idx if d in tuned[i]])),
+                                        "net_win": float(np.mean([SIGN[annotator_outcome(tuned[i][d] - base[i][d], tie)]
+                                                                  for i in idx if d in base[i]]))}
+                                    for d in dict.fromkeys(d for i in idx for d in base[i])}}
     return out
 
 
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     weights = latent_mask_weights(pipe, train, cfg.mask_weight)
     checks = {"identical_candidate_pairs": int(sum((cands[i] == cands[j]).all(axis=(1, 2, 3)).sum()
                                                    for i in range(args.k) for j in range(i + 1, args.k))),
-              "candidate_pixel_std": float(cands.astype(np.float32).std(0).mean())}
+              "candidate_pixel_std": float(cands.astype(np.float32).std(0).mean()),
+              "latent_std_sampled_vs_world_targets": [float(cand_latents.std()), float(world_latents.std())]}
     results = []
     for selector, targets in runs:
         pick = select(selector, train, cands, truths, args.judge)
