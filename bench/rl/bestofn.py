@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--mask-weight", type=float, default=None,
+                    help="loss weight of latent tokens touching the mask (default: the base's, BaseConfig.mask_weight)")
     ap.add_argument("--eval-per-task", type=int, default=50)
     ap.add_argument("--tie-margin", type=float, default=None, help="default: the benchmark's")
     ap.add_argument("--threads", type=int, default=1)
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0, commit = time.perf_counter(), git_commit()
     pipe = load_fill_pipeline(args.base)
     state0 = {k: v.detach().clone() for k, v in pipe.transformer.state_dict().items()}
-    cfg = BaseConfig.for_profile("tiny", steps=args.steps, lr=args.lr, warmup=10, log_every=50)
+    cfg = BaseConfig.for_profile("tiny", steps=args.steps, lr=args.lr, warmup=10, log_every=50,
+                                 **({} if args.mask_weight is None else {"mask_weight": args.mask_weight}))
     train = load_samples(args.train)[: args.conditions]
     val = load_samples(args.validation, limit_per_task=args.eval_per_task)
     base_val = scored(val, sample_outputs(pipe, val, cfg))
