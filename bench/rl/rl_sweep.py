@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", default="", help="k=v,k=v for every variant (e.g. reward=oracle)")
     ap.add_argument("--variant", action="append", default=[], help="name:k=v,k=v (repeatable)")
+    ap.add_argument("--parallel", type=int, default=1, help="variants run at once, each in its own process "
+                                                             "with --threads threads (a many-core machine)")
     ap.add_argument("--out", default="")
     ap.add_argument("--section", default="", help="write the table into docs/ABLATIONS.md under this key")
     args = ap.parse_args(argv)
@@ -123,10 +125,25 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or Path(args.work) / "sweep.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for name, ov in variants or [("default", {})]:
-        results.append(run_variant(name, ov, args))
+
+    def finished(result: dict) -> None:
+        results.append(result)
         print(table(results[-1:]), flush=True)  # each variant's rows as it ends; the JSON keeps what finished
         out.write_text(json.dumps({"machine": m, "command": command, "results": results}, indent=2) + "\n")
+
+    todo = variants or [("default", {})]
+    if args.parallel > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(run_variant, name, ov, args) for name, ov in todo]):
+                finished(future.result())
+        order = [name for name, _ in todo]
+        results.sort(key=lambda r: order.index(r["name"]))
+    else:
+        for name, ov in todo:
+            finished(run_variant(name, ov, args))
     md = f"Measured {machine_line(m)}.\n\n```\n{command}\n```\n\n{table(results)}"
     print(md)
     if args.section:
