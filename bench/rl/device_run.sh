@@ -16,10 +16,18 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 MLFLOW_DISABLE_TELEMETRY=true \
   DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 PY=${PY:-python3}
+CHECK="import diffusers, omegaconf, transformers; from transformers import Qwen2_5_VLForConditionalGeneration; import steps.rl.grpo"
 if [ -d .whl ] && [ -z "${DEVICE_SMOKE:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed"; exit 3; }
   export PYTHONPATH=/tmp/site:$PWD
+  if ! $PY -c "$CHECK" 2> "$OUT/import_error.txt"; then  # the machine's own transformers/hub, ours for the rest
+    echo "imports failed with the carried transformers: $(tail -1 "$OUT/import_error.txt"); trying the machine's"
+    rm -rf /tmp/site
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+      .whl/diffusers-*.whl .whl/omegaconf-*.whl .whl/antlr4*.whl || exit 3
+    $PY -c "$CHECK" || exit 3
+  fi
 else
   export PYTHONPATH=$PWD
 fi
@@ -51,7 +59,7 @@ save_pipeline(build_tiny_fill_pipeline(spec_for("smoke"), seed=0), root / "base"
 Judge.build(judge_spec("smoke"), seed=0, corpus=[QUERY_TEMPLATE]).save(root / "judge")
 EOF
 else
-  PROFILE=tiny; MINUTES=${MINUTES:-6.5}; STEPS=100000; EVERY=${EVERY:-25}; PER_TASK=16; PAR=${PAR:-14}
+  PROFILE=tiny; MINUTES=${MINUTES:-6}; STEPS=100000; EVERY=${EVERY:-25}; PER_TASK=16; PAR=${PAR:-14}
   GPU_ARGS="--steps 3 --warmup 1"
   DATA=$PWD/data/tiny; $PY -m steps.data.datasets world --profile tiny --out "$DATA" > "$OUT/data.log" 2>&1 \
     || { echo "datasets failed"; tail -20 "$OUT/data.log"; exit 4; }
@@ -62,7 +70,7 @@ fi
 ( $PY bench/rl/rl_gpu.py $GPU_ARGS --out "$OUT/rl_gpu.json" > "$OUT/rl_gpu.log" 2>&1; echo "rl_gpu exit $?" >> "$OUT/rl_gpu.log" ) &
 GPU_PID=$!
 
-COMMON="reward=oracle,train_dir=$DATA/train,eval_dir=$DATA/validation,guard_per_task=$PER_TASK"
+COMMON="cpu=true,reward=oracle,train_dir=$DATA/train,eval_dir=$DATA/validation,guard_per_task=$PER_TASK"
 [ -n "$BASE" ] && COMMON="$COMMON,base_dir=$BASE"
 G="update=grpo,batch_size=4,group_size=8"
 VARIANTS=(
