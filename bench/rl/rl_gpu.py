@@ -75,6 +75,11 @@ def run(args) -> dict:
 
     setup(threads=args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # Measured on an H200 with torch 2.11.0+cu130 (2026-12-04): the cuDNN attention backend fails in the
+        # backward of this step ("mha_graph.execute(...) is_good()", or an illegal memory access under activation
+        # recomputation); with it off, SDPA takes the flash / memory-efficient kernels and the step runs.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     dtype = getattr(torch, args.dtype)
     t_build = time.perf_counter()
     pipe = build_policy(args.size, device, dtype)

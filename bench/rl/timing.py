@@ -55,12 +55,27 @@ def time_steps(step: Callable[[int], Any], warmup: int, steps: int, device) -> t
     return times, value
 
 
+def _as_mha(shapes: tuple) -> tuple:
+    """(q, k, v, ...) shapes with grouped-query key/value heads counted as the query's heads (what SDPA computes
+    after broadcasting them): torch's FLOP counter asserts on Qwen2.5-VL's 28 query / 4 KV heads otherwise."""
+    q, k, v, *rest = (tuple(x) for x in shapes)
+    if len(q) == 4 and len(k) == 4 and k[1] != q[1]:
+        k, v = (k[0], q[1]) + k[2:], (v[0], q[1]) + v[2:]
+    return (q, k, v, *rest)
+
+
 def count_flops(step: Callable[[int], Any], i: int) -> int:
     """FLOPs of one call ``step(i)`` (torch.utils.flop_counter: forward + backward, recomputation included)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    import torch.utils.flop_counter as fc
 
-    with FlopCounterMode(display=False) as counter:
-        step(i)
+    forward, backward = fc.sdpa_flop_count, fc.sdpa_backward_flop_count
+    fc.sdpa_flop_count = lambda *shapes, **kw: forward(*_as_mha(shapes), **kw)
+    fc.sdpa_backward_flop_count = lambda grad, *shapes, **kw: backward(grad, *_as_mha(shapes), **kw)
+    try:
+        with fc.FlopCounterMode(display=False) as counter:
+            step(i)
+    finally:
+        fc.sdpa_flop_count, fc.sdpa_backward_flop_count = forward, backward
     return counter.get_total_flops()
 
 
