@@ -1,6 +1,7 @@
 """Time OneReward RL steps at production size: FLUX.1-Fill transformer + Qwen2.5-VL-7B judge, random weights.
 
     python bench/rl/rl_gpu.py                                   # one GPU: 512x512, T=28, LoRA r=64, bf16
+    python bench/rl/rl_gpu.py --update grpo                     # the policy-gradient update: batch x G samples
     python bench/rl/rl_gpu.py --size tiny --device cpu --steps 1 --warmup 0   # the same code path, tiny configs
 
 The models are built from configs that match the released ones (FLUX.1-Fill-dev: 19 double + 38 single
@@ -14,10 +15,15 @@ One timed step is the recipe's (steps.rl.rollout.rollout + steps.rl.reward.onere
 reference is the base (adapters disabled) denoising all T steps without grad, the policy denoises to
 t = the middle of [T/2, T-1] without grad then one x0 step with grad, VAE decode, the judge scores policy
 vs reference on the 4 fill dimensions through `PairJudge` (each image encoded once, as the recipe does),
-backward, AdamW. Reported: s/step (median), samples/s, peak
+backward, AdamW. ``--update grpo`` times the policy-gradient update instead (steps/rl/grpo.py: G samples per
+condition with no grad through an SDE window, the judge's both-orders reward without grad, K log-prob
+recomputations with grad); both are composed in bench/rl/gpu_steps.py. Reported: s/step (median), samples/s, peak
 memory, FLOPs per step counted by torch.utils.flop_counter (forward + backward, including activation
 recomputation when gradient checkpointing is on), and their utilisation of the dense matmul rate
 measured in the same run at the same dtype. Writes a JSON file and prints a markdown table.
+
+Layout: bench/rl/gpu_models.py (configs, materialisation, the judge without a tokenizer), bench/rl/gpu_steps.py
+(the two updates), bench/rl/timing.py (timing, FLOPs, per-update rows: shared with bench/rl/rl_step.py).
 """
 
 from __future__ import annotations
@@ -27,328 +33,53 @@ import contextlib
 import os
 import resource
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-REAL_FLUX_FILL = dict(
-    patch_size=1,
-    in_channels=384,
-    out_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
+from bench.rl.gpu_models import (  # noqa: E402  (the repository on sys.path first)
+    REAL_FLUX_FILL,
+    REAL_QWEN,
+    TINY_QWEN,
+    bench_judge,
+    build_policy,
+    judge_factory,
+    materialise,
+    param_counts,
+    random_conditions,
 )
-TINY_FLUX_FILL = dict(
-    patch_size=1,
-    in_channels=48,
-    out_channels=16,
-    num_layers=1,
-    num_single_layers=1,
-    attention_head_dim=16,
-    num_attention_heads=2,
-    joint_attention_dim=32,
-    pooled_projection_dim=16,
-    guidance_embeds=True,
-    axes_dims_rope=(4, 6, 6),
-)
-REAL_VAE = dict(
-    block_out_channels=(128, 256, 512, 512),
-    latent_channels=16,
-    layers_per_block=2,
-    norm_num_groups=32,
-    scaling_factor=0.3611,
-    shift_factor=0.1159,
-)
-TINY_VAE = dict(
-    block_out_channels=(8, 16),
-    latent_channels=4,
-    layers_per_block=1,
-    norm_num_groups=4,
-    scaling_factor=1.0,
-    shift_factor=0.0,
-)
-# Qwen2.5-VL-7B-Instruct's sizes and special-token ids.
-REAL_QWEN = dict(
-    text=dict(
-        vocab_size=152064,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        rope_theta=1e6,
-        mrope_section=[16, 24, 24],
-    ),
-    vision=dict(
-        depth=32,
-        hidden_size=1280,
-        intermediate_size=3420,
-        num_heads=16,
-        patch_size=14,
-        spatial_merge_size=2,
-        window_size=112,
-        fullatt_block_indexes=[7, 15, 23, 31],
-    ),
-    ids=dict(
-        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653
-    ),
-    text_tokens=512,
-    query_tokens=96,
-)
-TINY_QWEN = dict(
-    text=dict(
-        vocab_size=512,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        rope_theta=1e4,
-        mrope_section=[2, 3, 3],
-    ),
-    vision=dict(
-        depth=1,
-        hidden_size=16,
-        intermediate_size=32,
-        num_heads=2,
-        patch_size=4,
-        spatial_merge_size=2,
-        window_size=16,
-        fullatt_block_indexes=[0],
-    ),
-    ids=dict(image_token_id=500, video_token_id=501, vision_start_token_id=502, vision_end_token_id=503),
-    text_tokens=16,
-    query_tokens=12,
-)
+from bench.rl.timing import count_flops, device_matmul_rate, time_steps, update_row  # noqa: E402
+
+__all__ = ["REAL_FLUX_FILL", "main", "markdown", "param_counts", "parse", "run"]
 
 
-def materialise(factory, device, dtype, seed: int = 0):
-    """Build ``factory()`` with parameters on the meta device, then create each one on ``device``:
-    ones for normalisation weights, N(0, 1/fan_in) for matrices/kernels, zeros for biases."""
-    import torch
-    from accelerate import init_empty_weights
-    from accelerate.utils import set_module_tensor_to_device
+def grpo_settings(args) -> dict:
+    """The policy-gradient update's settings: RLConfig's defaults (steps/rl/config.py), ``--group-size`` aside."""
+    import dataclasses
 
-    with init_empty_weights():  # parameters on meta; the few small buffers (rotary tables) are real
-        model = factory()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    for module_name, module in model.named_modules():
-        is_norm = "norm" in type(module).__name__.lower()
-        for name, p in list(module.named_parameters(recurse=False)):
-            if is_norm and name == "weight":
-                value = torch.ones(p.shape, device=device, dtype=dtype)
-            elif p.ndim >= 2:
-                fan_in = int(np.prod(p.shape[1:]))
-                value = torch.randn(p.shape, device=device, dtype=dtype, generator=gen) / fan_in**0.5
-            else:
-                value = torch.zeros(p.shape, device=device, dtype=dtype)
-            set_module_tensor_to_device(
-                model, f"{module_name}.{name}" if module_name else name, device, value=value, dtype=dtype
-            )
-    return model.to(device).eval()
+    from steps.rl.config import RLConfig
 
-
-def transformer_factory(size: str):
-    from diffusers import FluxTransformer2DModel
-
-    return lambda: FluxTransformer2DModel(**(REAL_FLUX_FILL if size == "real" else TINY_FLUX_FILL))
-
-
-def vae_factory(size: str):
-    from diffusers import AutoencoderKL
-
-    vae_cfg = REAL_VAE if size == "real" else TINY_VAE
-    n = len(vae_cfg["block_out_channels"])
-    return lambda: AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        **vae_cfg,
-    )
-
-
-def judge_factory(size: str):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    q = REAL_QWEN if size == "real" else TINY_QWEN
-    t, v = q["text"], q["vision"]
-    config = Qwen2_5_VLConfig(
-        text_config={
-            **{
-                k: t[k]
-                for k in (
-                    "vocab_size",
-                    "hidden_size",
-                    "intermediate_size",
-                    "num_hidden_layers",
-                    "num_attention_heads",
-                    "num_key_value_heads",
-                )
-            },
-            "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-6,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": t["rope_theta"],
-                "mrope_section": t["mrope_section"],
-            },
-        },
-        vision_config={**v, "temporal_patch_size": 2, "out_hidden_size": t["hidden_size"], "in_chans": 3},
-        tie_word_embeddings=False,
-        **q["ids"],
-    )
-    return lambda: Qwen2_5_VLForConditionalGeneration(config)
-
-
-def param_counts(size: str) -> dict[str, int]:
-    """Parameters of each model at ``size``, counted on the meta device (no memory, < 1 s)."""
-    from accelerate import init_empty_weights
-
-    counts = {}
-    for name, factory in (
-        ("transformer", transformer_factory),
-        ("vae", vae_factory),
-        ("judge", judge_factory),
-    ):
-        with init_empty_weights(include_buffers=True):
-            counts[name] = sum(p.numel() for p in factory(size)().parameters())
-    return counts
-
-
-def build_policy(size: str, device, dtype):
-    """A FluxFillPipeline with random-weight transformer and VAE on ``device`` (no text encoders)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline
-
-    from steps.models.policy import FLUX_FILL_SCHEDULER
-
-    transformer = materialise(transformer_factory(size), device, dtype, seed=1)
-    vae = materialise(vae_factory(size), device, dtype, seed=2)
-    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_FILL_SCHEDULER)
-    pipe = FluxFillPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        transformer=transformer,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def bench_judge(model, size: str, device):
-    """The recipe's judge path (`steps.rl.reward.PairJudge`: each image encoded once, its features shared
-    by every dimension's row, the reference's without a graph) without a tokenizer: each query is a
-    fixed-length random token sequence of a realistic query's length, behind a 20-token chat prefix."""
-    import hashlib
-    from types import SimpleNamespace
-
-    import torch
-
-    from steps.models.judge_preprocess import ImageGeometry
-    from steps.rl.reward import PairJudge
-
-    q = REAL_QWEN if size == "real" else TINY_QWEN
-    v, ids = q["vision"], q["ids"]
-    factor = v["patch_size"] * v["spatial_merge_size"]
-    geometry = (
-        ImageGeometry()
-        if size == "real"
-        else ImageGeometry(patch_size=v["patch_size"], merge_size=v["spatial_merge_size"],
-                           min_pixels=factor**2, max_pixels=64 * 64)
-    )
-    prefix = torch.randint(0, 100, (20,), generator=torch.Generator().manual_seed(0)).tolist()
-
-    class BenchPairJudge(PairJudge):
-        def token_ids(self, query: str, per_image: tuple[int, ...]) -> list[int]:
-            key = (query, per_image)
-            if key not in self.token_cache:
-                seed = int(hashlib.md5(query.encode()).hexdigest()[:8], 16)
-                words = torch.randint(0, 100, (q["query_tokens"],), generator=torch.Generator().manual_seed(seed))
-                row = list(prefix)
-                for n in per_image:
-                    row += [ids["vision_start_token_id"]] + [ids["image_token_id"]] * n + [ids["vision_end_token_id"]]
-                self.token_cache[key] = row + words.tolist()
-            return self.token_cache[key]
-
-    judge = SimpleNamespace(model=model, geometry=geometry, tokenizer=SimpleNamespace(pad_token_id=0),
-                            image_token_id=ids["image_token_id"], yes_id=101, no_id=102)
-    return BenchPairJudge(judge)
-
-
-def random_conditions(pipe, batch: int, resolution: int, text_tokens: int, device, dtype):
-    """FillConditions of the right shapes (what encode_conditions would give for real prompts/images)."""
-    import torch
-
-    from steps.models.denoise import FillConditions
-
-    tr = pipe.transformer.config
-    gen = torch.Generator().manual_seed(5)
-    side = resolution // (pipe.vae_scale_factor * 2)
-    tokens = side * side
-    cond_channels = tr.in_channels - tr.out_channels
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
-
-    return FillConditions(
-        prompt_embeds=rand(batch, text_tokens, tr.joint_attention_dim),
-        pooled_prompt_embeds=rand(batch, tr.pooled_projection_dim),
-        text_ids=torch.zeros(text_tokens, 3, device=device, dtype=dtype),
-        masked_image_latents=rand(batch, tokens, cond_channels),
-        latent_image_ids=pipe._prepare_latent_image_ids(batch, side, side, device, dtype),
-        height=resolution,
-        width=resolution,
-    )
-
-
-def matmul_rate(device, dtype, n: int, iters: int) -> float:
-    """Dense matmul FLOP/s at ``dtype`` on ``device`` (the utilisation denominator)."""
-    import torch
-
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        a @ b
-    sync(device)
-    return 2 * n**3 * iters / (time.perf_counter() - t0)
-
-
-def sync(device) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+    default = {f.name: f.default for f in dataclasses.fields(RLConfig)}
+    names = ("sde_window_start", "sde_window", "sde_a", "adv_clip", "clip_range")
+    return {"group_size": args.group_size or default["group_size"], **{n: default[n] for n in names}}
 
 
 def run(args) -> dict:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    import time
 
-    from steps.rl.policy import adapters_disabled, add_lora, trainable
-    from steps.rl.reward import onereward_loss
-    from steps.rl.rollout import rollout
+    import torch
+
+    from bench.rl import gpu_steps
+    from steps.rl.policy import add_lora, trainable
     from steps.runtime import setup
 
     setup(threads=args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # Measured on an H200 with torch 2.11.0+cu130 (2026-12-04): the cuDNN attention backend fails in the
+        # backward of this step ("mha_graph.execute(...) is_good()", or an illegal memory access under activation
+        # recomputation); with it off, SDPA takes the flash / memory-efficient kernels and the step runs.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     dtype = getattr(torch, args.dtype)
     t_build = time.perf_counter()
     pipe = build_policy(args.size, device, dtype)
@@ -374,43 +105,20 @@ def run(args) -> dict:
         if dtype != torch.float32
         else contextlib.nullcontext
     )
-
-    @contextlib.contextmanager
-    def reference():
-        with adapters_disabled(transformer):
-            yield transformer
-
-    def step(i: int) -> float:
-        policy_images, reference_images = rollout(
-            pipe, cond, transformer, reference, args.T, t_index, 30.0, (2 * i, 2 * i + 1), autocast
-        )
-        with autocast():
-            loss, _ = onereward_loss(
-                judge, policy_images, reference_images, "fill", ["a red circle"] * args.batch, 0.8
-            )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+    parts = gpu_steps.StepParts(pipe, judge, params, optimizer, cond, autocast, args)
+    grpo = grpo_settings(args) if args.update == "grpo" else None
+    step = gpu_steps.grpo(parts, **grpo) if grpo else gpu_steps.one_step(parts, t_index)
+    samples = args.batch * (grpo["group_size"] if grpo else 1)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(args.warmup + args.steps):
-        sync(device)
-        t0 = time.perf_counter()
-        loss = step(i)
-        sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    with FlopCounterMode(display=False) as counter:
-        step(args.warmup + args.steps)
-    flops = counter.get_total_flops()
-    rate = matmul_rate(
+    times, loss = time_steps(step, args.warmup, args.steps, device)
+    flops = count_flops(step, args.warmup + args.steps)
+    rate = device_matmul_rate(
         device, dtype, 8192 if device.type == "cuda" else 256, 50 if device.type == "cuda" else 5
     )
-    s_per_step = float(np.median(times))
+    row = update_row(args.update, args.batch, samples, times)
+    s_per_step = row["s_per_step"]
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
         name = torch.cuda.get_device_name(device)
@@ -436,7 +144,7 @@ def run(args) -> dict:
         "build_seconds": build_seconds,
         "step_seconds": times,
         "s_per_step": s_per_step,
-        "samples_per_s": args.batch / s_per_step,
+        "samples_per_s": row["samples_per_s"],
         "peak_memory_gib": peak,
         "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "host max RSS",
         "flops_per_step": flops,
@@ -445,6 +153,9 @@ def run(args) -> dict:
         "flops_note": "torch.utils.flop_counter over one step: forward + backward, including activation "
         "recomputation when gradient checkpointing is on (then this is hardware, not model, FLOPs)",
         "last_loss": loss,
+        "update": args.update,
+        "update_row": row,
+        "grpo": grpo,
     }
 
 
@@ -463,6 +174,15 @@ def markdown(r: dict) -> str:
         ),
         ("resolution / T / t", f"{r['resolution']} px / {r['T']} / {r['t_index']}"),
         ("batch", r["batch"]),
+    ]
+    if r.get("update") == "grpo":
+        g, row = r["grpo"], r["update_row"]
+        rows += [
+            ("update", f"grpo: {row['samples']} samples/step (G={g['group_size']}), SDE window "
+                       f"[{g['sde_window_start']}, {g['sde_window_start'] + g['sde_window']}) at a={g['sde_a']}"),
+            ("s/sample", f"{row['s_per_sample']:.4f}"),
+        ]
+    rows += [
         ("s/step (median)", f"{r['s_per_step']:.3f}"),
         ("samples/s", f"{r['samples_per_s']:.3f}"),
         ("peak memory", f"{r['peak_memory_gib']:.2f} GiB ({r['peak_memory_kind']})"),
@@ -480,6 +200,9 @@ def parse(argv=None):
     p.add_argument("--dtype", default=None, help="default: bfloat16 (real), float32 (tiny)")
     p.add_argument("--resolution", type=int, default=None, help="default: 512 (real), 32 (tiny)")
     p.add_argument("--T", type=int, default=28, help="denoising steps of the schedule")
+    p.add_argument("--update", choices=("one_step", "grpo"), default="one_step",
+                   help="the paper's one-step update, or the policy gradient (steps/rl/grpo.py)")
+    p.add_argument("--group-size", type=int, default=None, help="grpo: samples per condition (G; default RLConfig's)")
     p.add_argument(
         "--batch", type=int, default=1, help="conditions per step (the judge sees 4x rows: fill dims)"
     )
@@ -489,7 +212,7 @@ def parse(argv=None):
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
-        "--out", default=None, help="JSON result (default bench/results/rl_gpu_<size>_<device>.json)"
+        "--out", default=None, help="JSON result (default bench/results/rl_gpu_<size>_<device>[_grpo].json)"
     )
     args = p.parse_args(argv)
     real = args.size == "real"
@@ -505,7 +228,7 @@ def main(argv=None) -> dict:
     args = parse(argv)
     result = run(args)
     out = Path(
-        args.out or Path(__file__).resolve().parents[1] / "results" / f"rl_gpu_{args.size}_{args.device.split(':')[0]}.json"
+        args.out or Path(__file__).resolve().parents[1] / "results" / f"rl_gpu_{args.size}_{args.device.split(':')[0]}{'_grpo' if args.update == 'grpo' else ''}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     from steps.io import atomic_write_json

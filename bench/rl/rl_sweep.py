@@ -58,7 +58,24 @@ def variant_config(name: str, overrides: dict, args):
 
     values = dict(guard_every=args.guard_every, guard_margin=1.0, steps=args.steps, sample_every=0,
                   checkpoint_every=0, resume=False, out_dir=str(Path(args.work) / name), threads=args.threads)
+    overrides = {k: v for k, v in overrides.items() if k != "minutes"}  # the sweep's, not the recipe's
     return step_config(RLConfig, args.profile, {**parse_pairs(args.set), **overrides}, **values)
+
+
+class TimeUp(Exception):
+    """The variant's wall-time budget (--minutes) ran out at an evaluation."""
+
+
+def evaluation(step: int, metrics: dict) -> dict:
+    """One validation evaluation from the metrics the recipe logs (guard/*)."""
+    def group(prefix: str) -> dict[str, float]:
+        return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+    heldout = group("guard/world/") or group("guard/kept/")
+    return {"step": step, "truth": task_truth(heldout), "heldout": heldout,
+            "raw": task_truth(group("guard/world_raw/") or group("guard/kept_raw/")),
+            "reward": group("guard/judge/"),
+            "onpolicy": {k.split("/")[0]: v for k, v in group("guard/").items() if k.endswith("onpolicy_agreement")}}
 
 
 def run_variant(name: str, overrides: dict, args) -> dict:
@@ -67,25 +84,35 @@ def run_variant(name: str, overrides: dict, args) -> dict:
 
     cfg = variant_config(name, overrides, args)
     t0 = time.perf_counter()
-    curves: list[dict] = []
+    evals: list[dict] = []
+    budget = 60 * float(overrides.get("minutes", args.minutes) or 0)
+
+    def log(metrics: dict, step: int) -> None:
+        if "guard/heldout_mean" in metrics:  # the recipe logs an evaluation's signals, then its mean
+            evals.append(evaluation(step, pending.pop(step, {}) | metrics))
+            if budget and time.perf_counter() - t0 > budget:
+                raise TimeUp(f"{budget / 60:.1f} min")
+        elif any(k.startswith("guard/") for k in metrics):
+            pending.setdefault(step, {}).update(metrics)
+
+    pending: dict[int, dict] = {}
     try:
-        summary = train(cfg, log=lambda m, s: curves.append({"step": s, **m}) if "guard/heldout_mean" in m else None)
-        status = summary["status"]
-        history = summary["guard"]["history"]
+        status = train(cfg, log=log)["status"]
     except RewardHackingError as e:
-        status, history = f"stopped: {e}", json.loads((Path(cfg.out_dir) / "static_report/summary.json")
-                                                      .read_text())["guard"]["history"]
-    evals = [{"step": h["step"], "truth": task_truth(h["heldout"]), "heldout": h["heldout"],
-              "reward": h["judge"]} for h in history]
+        status = f"stopped: {e}"
+    except TimeUp as e:
+        status = f"time budget reached ({e})"
+    steps = evals[-1]["step"] if evals else 0
     return {"name": name, "overrides": overrides, "status": status, "seconds": time.perf_counter() - t0,
-            "evals": evals}
+            "steps": steps, "evals": evals}
 
 
 def table(results: list[dict]) -> str:
     import numpy as np
 
-    rows = ["| variant | task | truth at step 0 (base) | best (step) | last (step) | change at last |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| variant | task | truth at step 0 (base) | best (step) | last (step) | change at last | raw change "
+            "| judge on-policy agreement (first -> last) | s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         evals = r["evals"]
         if not evals:
@@ -93,12 +120,17 @@ def table(results: list[dict]) -> str:
         for task in evals[0]["truth"]:
             series = [(e["step"], e["truth"][task]) for e in evals if task in e["truth"]]
             best = max(series[1:] or series, key=lambda x: x[1])
+            raw = [e.get("raw", {}).get(task) for e in (evals[0], evals[-1])]
+            raw_change = f"{raw[1] - raw[0]:+.3f}" if None not in raw else ""
+            agree = [e.get("onpolicy", {}).get(task) for e in (evals[0], evals[-1])]
+            agreement = " -> ".join(f"{a:.2f}" for a in agree if a is not None)
             rows.append(f"| {r['name']} | {task} | {series[0][1]:.3f} | {best[1]:.3f} ({best[0]}) | "
-                        f"{series[-1][1]:.3f} ({series[-1][0]}) | {series[-1][1] - series[0][1]:+.3f} |")
+                        f"{series[-1][1]:.3f} ({series[-1][0]}) | {series[-1][1] - series[0][1]:+.3f} | {raw_change} "
+                        f"| {agreement} | |")
         mean0 = np.mean(list(evals[0]["truth"].values()))
         meanl = np.mean(list(evals[-1]["truth"].values()))
         rows.append(f"| {r['name']} | **mean** | {mean0:.3f} | | {meanl:.3f} ({evals[-1]['step']}) | "
-                    f"{meanl - mean0:+.3f} |")
+                    f"{meanl - mean0:+.3f} | | | {r['seconds']:.0f} |")
     return "\n".join(rows)
 
 
@@ -114,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", default="", help="k=v,k=v for every variant (e.g. reward=oracle)")
     ap.add_argument("--variant", action="append", default=[], help="name:k=v,k=v (repeatable)")
+    ap.add_argument("--minutes", type=float, default=0, help="wall-time budget per variant (stops at the first "
+                                                              "evaluation past it; a variant may set minutes=)")
+    ap.add_argument("--parallel", type=int, default=1, help="variants run at once, each in its own process "
+                                                             "with --threads threads (a many-core machine)")
     ap.add_argument("--out", default="")
     ap.add_argument("--section", default="", help="write the table into docs/ABLATIONS.md under this key")
     args = ap.parse_args(argv)
@@ -123,10 +159,25 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or Path(args.work) / "sweep.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for name, ov in variants or [("default", {})]:
-        results.append(run_variant(name, ov, args))
+
+    def finished(result: dict) -> None:
+        results.append(result)
         print(table(results[-1:]), flush=True)  # each variant's rows as it ends; the JSON keeps what finished
         out.write_text(json.dumps({"machine": m, "command": command, "results": results}, indent=2) + "\n")
+
+    todo = variants or [("default", {})]
+    if args.parallel > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(run_variant, name, ov, args) for name, ov in todo]):
+                finished(future.result())
+        order = [name for name, _ in todo]
+        results.sort(key=lambda r: order.index(r["name"]))
+    else:
+        for name, ov in todo:
+            finished(run_variant(name, ov, args))
     md = f"Measured {machine_line(m)}.\n\n```\n{command}\n```\n\n{table(results)}"
     print(md)
     if args.section:

@@ -12,7 +12,9 @@ from steps.paths import TINY, ArtifactPaths
 
 RESUME_MUST_MATCH = ("reference", "seed", "batch_size", "lr", "warmup", "denoise_steps", "t1", "t2", "lam",
                      "ema_tau", "paste_back", "guidance", "grad_accum", "lora_rank", "lora_alpha",
-                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness", "anchor_beta")
+                     "fill_prob", "extend_prob", "removal_prob", "reward", "oracle_sharpness", "anchor_beta",
+                     "update", "group_size", "group_noise", "sde_a", "sde_window", "sde_window_start", "adv_clip",
+                     "clip_range", "kl_beta", "inner_epochs")
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,26 @@ class RLConfig(Profiled, Optimiser, Batched, Scale, TaskMix, Guided, CheckpointC
     ema_tau: float = field(0.99, "EMA decay: shadow <- tau * shadow + (1 - tau) * policy")
     anchor_beta: float = field(0.0, "velocity-space anchor to the base: + beta * mean((v_policy - v_base)^2) on "
                                     "the same x_t at the grad step (Flow-GRPO's KL for flows; 0 = off, the paper)")
-    paste_back: bool = field(False, "paste the kept source region back before judging (off: drift is judged)")
+    paste_back: bool = field(True, "judge what users get: the kept source region pasted back before the reward "
+                                   "(off: the raw output, drift outside the mask included, is judged)")
     judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
     reward: str = field("judge", "judge (the method) | oracle (smoke/tiny: the world's differentiable truth in "
                                  "place of the judge, steps.rl.oracle -- does the recipe work with a perfect reward?)")
     oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
+    # the update: the paper's one-step reward gradient, or a policy gradient (steps/rl/grpo.py)
+    update: str = field("one_step", "one_step: the paper's (grad through one x0 step, the VAE and the judge) | grpo: "
+                                     "Flow-GRPO's policy gradient on an SDE window, the judge a black-box reward")
+    group_size: int = field(8, "grpo: samples per condition (G); a batch is batch_size conditions x G samples")
+    group_noise: str = field("independent", "grpo: initial noise per sample (independent: keeps the spread) or per "
+                                            "condition (shared: the spread comes from the window's steps only)")
+    sde_a: float = field(0.7, "grpo: noise level a of the SDE window, sigma_t = a sqrt(sigma / (1 - sigma))")
+    sde_window: int = field(2, "grpo: K, the stochastic (trained) steps")
+    sde_window_start: int = field(0, "grpo: index of the window's first step in the T-step schedule")
+    adv_clip: float = field(5.0, "grpo: group-normalised advantages clipped to [-adv_clip, adv_clip]")
+    clip_range: float = field(1e-4, "grpo: PPO ratio clip (Flow-GRPO's 1e-4: log-probs are means over dimensions)")
+    kl_beta: float = field(0.0, "grpo: KL to the base, beta * ||mu_theta - mu_base||^2 / (2 std^2) per window step")
+    inner_epochs: int = field(1, "grpo: optimizer steps per rollout batch (1: REINFORCE with a group baseline, "
+                                 "the ratio is 1 at the gradient; > 1: the clipped ratio acts)")
     # cadence
     sample_every: int = field(50, "sample grid every N steps (0 = never)")
     keep_checkpoints: int = field(2, "checkpoints kept (older ones are deleted)")
@@ -84,6 +101,13 @@ class RLConfig(Profiled, Optimiser, Batched, Scale, TaskMix, Guided, CheckpointC
             "release": self.release in ("best_validation", "last"),
             "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
             "oracle_sharpness": self.oracle_sharpness > 0, "anchor_beta": self.anchor_beta >= 0,
+            "update": self.update in ("one_step", "grpo"),
+            "group_noise": self.group_noise in ("independent", "shared"),
+            "group_size": self.group_size >= 2, "sde_a": self.sde_a > 0, "adv_clip": self.adv_clip > 0,
+            "clip_range": self.clip_range > 0, "kl_beta": self.kl_beta >= 0, "inner_epochs": self.inner_epochs >= 1,
+            f"sde window [{self.sde_window_start}, {self.sde_window_start + self.sde_window}) inside T="
+            f"{self.denoise_steps}": 0 <= self.sde_window_start and self.sde_window >= 1
+            and self.sde_window_start + self.sde_window <= self.denoise_steps,
         }
         for name in ("batch_size", "grad_accum", "steps", "denoise_steps", "keep_checkpoints",
                      "guard_per_task", "log_every"):

@@ -107,23 +107,76 @@ class RewardHackingGuard:
         self.best = dict(state.get("best", {}))
 
 
+def pasted(outputs: dict[str, torch.Tensor], samples: dict[str, list]) -> dict[str, torch.Tensor]:
+    """Each task's outputs (Bx3xHxW in [0, 1]) with the kept source pixels pasted back: what users get."""
+    from steps.rl.rollout import paste_back, pixels
+
+    return {task: paste_back(images, pixels(samples[task], "image", images.device),
+                             pixels(samples[task], "mask", images.device))
+            for task, images in outputs.items()}
+
+
 def heldout_scores(judge, outputs: dict[str, torch.Tensor], base_outputs: dict[str, torch.Tensor],
                    samples: dict[str, list], signal: str, lam: float, device,
-                   autocast: Callable = contextlib.nullcontext) -> tuple[dict[str, float], dict[str, float]]:
+                   autocast: Callable = contextlib.nullcontext,
+                   source_images: dict[str, torch.Tensor] | None = None,
+                   agreement_margin: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """(judge reward of outputs vs the base's per "<task>/<dimension>", held-out signals per "<task>/<name>").
 
-    ``signal``: "world" (`world_signals`) or "kept_region" (`kept_region_signals`).
+    ``signal``: "world" (`world_signals`) or "kept_region" (`kept_region_signals`). ``source_images``: the
+    judge's third image per task, when it was trained with it. ``agreement_margin`` (world signal only): also
+    the judge's ON-POLICY agreement with the noise-free annotators on (policy sample, base sample) pairs of the
+    same condition, under "<task>/onpolicy_agreement" and "<task>/onpolicy_pairs" in the first dict
+    (`onpolicy_agreement`).
     """
     scorer = world_signals if signal == "world" else kept_region_signals
     judge_scores, heldout = {}, {}
     for task, images in outputs.items():
+        shown = source_images.get(task) if source_images else None
         with torch.no_grad(), autocast():
             _, stats = onereward_loss(judge, images.to(device), base_outputs[task].to(device), task,
-                                      [s.prompt for s in samples[task]], lam, samples=samples[task])
+                                      [s.prompt for s in samples[task]], lam,
+                                      None if shown is None else shown.to(device), samples=samples[task])
         rewards = stats_to_metrics(task, stats.cpu())
         judge_scores.update({k[len("reward/"):]: v for k, v in rewards.items() if k.startswith("reward/")})
         heldout.update(scorer(images.permute(0, 2, 3, 1).numpy(), samples[task]))
+        if agreement_margin is not None and signal == "world":
+            with torch.no_grad(), autocast():
+                agree, n = onpolicy_agreement(judge, images.to(device), base_outputs[task].to(device), task,
+                                              samples[task], agreement_margin,
+                                              None if shown is None else shown.to(device))
+            judge_scores[f"{task}/onpolicy_pairs"] = float(n)
+            if n:
+                judge_scores[f"{task}/onpolicy_agreement"] = agree
     return judge_scores, heldout
+
+
+def onpolicy_agreement(judge, images: torch.Tensor, base_images: torch.Tensor, task: str, samples: list,
+                       margin: float, source_images: torch.Tensor | None = None) -> tuple[float, int]:
+    """The judge's agreement with the noise-free simulated annotators on pairs of the POLICY's own samples.
+
+    Pair = (policy sample, base sample) of one condition and one of its dimensions; the annotators prefer the
+    one whose world score is higher by more than ``margin`` (closer pairs are ties and dropped, as in the
+    preference data); the judge prefers the policy's when its both-orders preference exceeds 0.5. Returns
+    (share of decided pairs where they agree, number of decided pairs). A judge that agrees on the preference
+    data but not here is being led where it was never trained: that is where RL hacks it."""
+    from steps.rl.reward import judge_rows
+    from steps.vocabulary import DIMENSIONS
+    from steps.world import score
+
+    prompts = [s.prompt for s in samples]
+    forward, rows, dims = judge_rows(judge, images, base_images, task, prompts, source_images, samples)
+    backward, _, _ = judge_rows(judge, base_images, images, task, prompts, source_images, samples)
+    preference = ((forward + 1 - backward) / 2).cpu().numpy()
+    ours = [score(x, s) for x, s in zip(images.permute(0, 2, 3, 1).float().cpu().numpy(), samples)]
+    base = [score(x, s) for x, s in zip(base_images.permute(0, 2, 3, 1).float().cpu().numpy(), samples)]
+    agree = []
+    for p, r, d in zip(preference, rows.tolist(), dims.tolist()):
+        dim = DIMENSIONS[task][d]
+        diff = ours[r][dim] - base[r][dim]
+        if abs(diff) > margin:
+            agree.append((p > 0.5) == (diff > 0))
+    return (float(np.mean(agree)) if agree else float("nan")), len(agree)
 
 
 def world_signals(outputs: np.ndarray, samples: list) -> dict[str, float]:

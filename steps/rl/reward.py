@@ -104,6 +104,48 @@ class PairJudge:
         return torch.sigmoid(self.margin(groups, rows, queries))
 
 
+def judge_rows(judge, first_images: torch.Tensor, second_images: torch.Tensor, task: str, prompts: list[str],
+               source_images: torch.Tensor | None = None, samples: list | None = None):
+    """P(Yes | first[i], second[i], q(task, e, prompt_i)) for every sample i and each of its dimensions e.
+
+    Returns (p_yes, rows, dim_index): one entry per (sample, dimension) row, ``rows`` the sample index,
+    ``dim_index`` the dimension's index in ``DIMENSIONS[task]``. ``judge``: a `Judge`, a `PairJudge` or an
+    `steps.rl.oracle.OracleReward` (needs ``samples``)."""
+    from steps.preferences import judge_query
+    from steps.vocabulary import DIMENSIONS, dimensions_for
+
+    dims = DIMENSIONS[task]
+    rows, dim_index, queries = [], [], []
+    for i, prompt in enumerate(prompts):
+        for e in dimensions_for(task, prompt):
+            rows.append(i)
+            dim_index.append(dims.index(e))
+            queries.append(judge_query(task, e, prompt))
+    device = first_images.device
+    rows_t = torch.tensor(rows, device=device)
+    if hasattr(judge, "truth"):  # the oracle answers from the conditions' ground truth, not the query
+        if samples is None:
+            raise ValueError("the oracle reward needs the batch's samples")
+        p_yes = judge.p_yes(first_images, second_images, rows_t, [dims[k] for k in dim_index], samples).float()
+    elif isinstance(judge, PairJudge):
+        p_yes = judge.p_yes(first_images, second_images, rows_t, queries, source_images).float()
+    else:
+        extra = source_images[rows_t] if source_images is not None else None
+        p_yes = judge.p_yes(first_images[rows_t], second_images[rows_t], queries, extra).float()
+    return p_yes, rows_t, torch.tensor(dim_index, device=device)
+
+
+def dimension_stats(task: str, values: torch.Tensor, losses: torch.Tensor, dim_index: torch.Tensor) -> torch.Tensor:
+    """(len(DIMENSIONS[task]), 3) summable stats [sum value, sum loss, count] per dimension."""
+    from steps.vocabulary import DIMENSIONS
+
+    stats = torch.zeros(len(DIMENSIONS[task]), 3, device=values.device)
+    stats[:, 0].index_add_(0, dim_index, values.detach())
+    stats[:, 1].index_add_(0, dim_index, losses.detach())
+    stats[:, 2].index_add_(0, dim_index, torch.ones_like(values))
+    return stats
+
+
 def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.Tensor, task: str,
                    prompts: list[str], lam: float, source_images: torch.Tensor | None = None,
                    samples: list | None = None):
@@ -116,37 +158,32 @@ def onereward_loss(judge, policy_images: torch.Tensor, reference_images: torch.T
     with stats a (len(DIMENSIONS[task]), 3) tensor of [sum P(Yes), sum J, count] per dimension (summable
     over ranks).
     """
-    from steps.preferences import judge_query
-    from steps.vocabulary import DIMENSIONS, dimensions_for
-
-    dims = DIMENSIONS[task]
-    rows, dim_index, queries = [], [], []
-    for i, prompt in enumerate(prompts):
-        for e in dimensions_for(task, prompt):
-            rows.append(i)
-            dim_index.append(dims.index(e))
-            queries.append(judge_query(task, e, prompt))
-    device = policy_images.device
-    rows_t = torch.tensor(rows, device=device)
-    if hasattr(judge, "truth"):  # the oracle answers from the conditions' ground truth, not the query
-        if samples is None:
-            raise ValueError("the oracle reward needs the batch's samples")
-        p_yes = judge.p_yes(policy_images, reference_images, rows_t, [dims[k] for k in dim_index], samples).float()
-    elif isinstance(judge, PairJudge):
-        p_yes = judge.p_yes(policy_images, reference_images, rows_t, queries, source_images).float()
-    else:
-        extra = source_images[rows_t] if source_images is not None else None
-        p_yes = judge.p_yes(policy_images[rows_t], reference_images[rows_t], queries, extra).float()
+    p_yes, rows_t, dim_t = judge_rows(judge, policy_images, reference_images, task, prompts, source_images,
+                                      samples)
     j = torch.relu(lam - p_yes)
     counts = torch.bincount(rows_t, minlength=len(prompts)).float()
-    per_sample = torch.zeros(len(prompts), device=device).index_add(0, rows_t, j) / counts
-    loss = per_sample.mean()
-    stats = torch.zeros(len(dims), 3, device=device)
-    dim_t = torch.tensor(dim_index, device=device)
-    stats[:, 0].index_add_(0, dim_t, p_yes.detach())
-    stats[:, 1].index_add_(0, dim_t, j.detach())
-    stats[:, 2].index_add_(0, dim_t, torch.ones_like(p_yes))
-    return loss, stats
+    per_sample = torch.zeros(len(prompts), device=p_yes.device).index_add(0, rows_t, j) / counts
+    return per_sample.mean(), dimension_stats(task, p_yes, j, dim_t)
+
+
+@torch.no_grad()
+def preference_rewards(judge, images: torch.Tensor, reference_images: torch.Tensor, task: str,
+                       prompts: list[str], source_images: torch.Tensor | None = None,
+                       samples: list | None = None):
+    """OneReward's reward of a sample with no gradient (the policy-gradient update's): the judge asked in both
+    orders, preference = (P(Yes | image, reference) + 1 - P(Yes | reference, image)) / 2 per dimension, averaged
+    over the sample's dimensions. Returns (rewards (B,), stats as `onereward_loss`'s with the preference in
+    place of P(Yes) and 1 - preference as the loss column). The oracle is symmetric (its second order is
+    1 minus its first), so it is asked once."""
+    forward, rows_t, dim_t = judge_rows(judge, images, reference_images, task, prompts, source_images, samples)
+    if hasattr(judge, "truth"):
+        pref = forward
+    else:
+        backward, _, _ = judge_rows(judge, reference_images, images, task, prompts, source_images, samples)
+        pref = (forward + 1 - backward) / 2
+    counts = torch.bincount(rows_t, minlength=len(prompts)).float()
+    rewards = torch.zeros(len(prompts), device=pref.device).index_add(0, rows_t, pref) / counts
+    return rewards, dimension_stats(task, pref, 1 - pref, dim_t)
 
 
 def stats_to_metrics(task: str, stats: torch.Tensor) -> dict[str, float]:

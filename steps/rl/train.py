@@ -141,7 +141,7 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
         if cfg.lora_rank:
             add_lora(transformer, cfg.lora_rank, cfg.lora_alpha)
         else:
-            if cfg.reference == "static" or cfg.anchor_beta > 0:
+            if cfg.reference == "static" or cfg.anchor_beta > 0 or cfg.kl_beta > 0:
                 self.base_reference = copy.deepcopy(transformer).requires_grad_(False)
             transformer.float().requires_grad_(True)
         if cfg.reward == "oracle":
@@ -275,11 +275,6 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
                 "grad_norm": float(grad_norm), "t_index": draw.t_index,
                 "step_seconds": time.perf_counter() - t0}
 
-
-
-
-
-
     # ------------------------------------------------------------------ checkpoints and outputs
     def save_checkpoint(self, step: int) -> Path:
         tensors = {"policy": {n: p.detach() for n, p in self.params.items()}, "ema": self.ema.shadow}
@@ -371,7 +366,6 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
         atomic_write_json(self.report_dir / "summary.json", self.summary(status, **extra))
 
 
-
 def check_judge(cfg: RLConfig) -> None:
     """A judge trained by steps.judge.train must be queried as it was trained: same query template version, same
     number of images. (A released Qwen2.5-VL directory has no training.json and is not checked.)"""
@@ -392,8 +386,14 @@ def check_judge(cfg: RLConfig) -> None:
 
 
 def train(cfg: RLConfig, log=None, log_artifact=None) -> dict[str, Any]:
-    """Run the recipe (setup, train, save); returns the summary (also in out_dir/<reference>_report)."""
-    return OneRewardRecipe(cfg, log, log_artifact).setup().train()
+    """Run the recipe (setup, train, save); returns the summary (also in out_dir/<reference>_report).
+    ``update=grpo`` runs the policy-gradient recipe (steps/rl/grpo.py), which differs in its update only."""
+    recipe = OneRewardRecipe
+    if cfg.update == "grpo":
+        from steps.rl.grpo import GrpoRecipe
+
+        recipe = GrpoRecipe
+    return recipe(cfg, log, log_artifact).setup().train()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from steps.rl.guard import RewardHackingError
 
+ONPOLICY_TIE = 0.02  # the benchmark's annotator tie margin (steps.evaluation.benchmark.BenchmarkConfig)
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,12 +37,30 @@ class HeldOutValidation:
         return out
 
     def heldout_scores(self, outputs: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
-        """(judge reward vs the base per "<task>/<dimension>", held-out signals per "<task>/<name>")."""
-        from steps.rl.guard import heldout_scores
+        """(judge reward vs the base per "<task>/<dimension>" with the on-policy agreement, held-out signals per
+        "<task>/<name>"), both on what users get (``paste_back``: the kept pixels pasted back, as the reward)."""
+        from steps.rl.guard import heldout_scores, pasted
+        from steps.rl.rollout import judge_source
 
-        return heldout_scores(self.scorer, outputs, self.guard_base, self.heldout.samples,
-                              self.cfg.guard_signal, self.cfg.lam, self.accelerator.device,
-                              self.accelerator.autocast)
+        samples = self.heldout.samples
+        base = self.guard_base
+        if self.cfg.paste_back:
+            outputs, base = pasted(outputs, samples), pasted(base, samples)
+        shown = ({task: judge_source(group, "cpu") for task, group in samples.items()}
+                 if self.cfg.judge_sees_source and self.judge is not None else None)
+        return heldout_scores(self.scorer, outputs, base, samples, self.cfg.guard_signal, self.cfg.lam,
+                              self.accelerator.device, self.accelerator.autocast, shown,
+                              agreement_margin=ONPOLICY_TIE if self.judge is not None else None)
+
+    def raw_signals(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The held-out signals of the RAW outputs (drift outside the mask included), reported beside."""
+        from steps.rl.guard import kept_region_signals, world_signals
+
+        scorer = world_signals if self.cfg.guard_signal == "world" else kept_region_signals
+        out = {}
+        for task, images in outputs.items():
+            out.update(scorer(images.permute(0, 2, 3, 1).numpy(), self.heldout.samples[task]))
+        return out
 
     def training_reward_rise(self) -> dict[str, tuple[float, float]]:
         """Per task: (mean training reward over its first N sampled steps, over its latest N), N = guard_every/5."""
@@ -57,11 +77,15 @@ class HeldOutValidation:
 
     def guard_step(self, step: int) -> None:
         """Evaluate the held-out batch, log guard/*, and stop (every rank alike) when the guard rule fires."""
-        judge, heldout = self.heldout_scores(self.generate_heldout() if step else self.guard_base)
+        outputs = self.generate_heldout() if step else self.guard_base
+        judge, heldout = self.heldout_scores(outputs)
+        agreement = {k: judge.pop(k) for k in list(judge) if "/onpolicy_" in k}
         kind = "world" if self.cfg.guard_signal == "world" else "kept"
         if self.is_main:
             self.log({**{f"guard/judge/{k}": v for k, v in judge.items()},
-                      **{f"guard/{kind}/{k}": v for k, v in heldout.items()}}, step)
+                      **{f"guard/{kind}/{k}": v for k, v in heldout.items()},
+                      **{f"guard/{kind}_raw/{k}": v for k, v in self.raw_signals(outputs).items()},
+                      **{f"guard/{k}": v for k, v in agreement.items()}}, step)
         guarded = {k: v for k, v in heldout.items() if not k.endswith("_psnr")}  # signals in [0, 1] only
         if self.guard.track_best(step, guarded):  # step 0: the base's weights (released if nothing beats them)
             self.best_writer.save(step, {"policy": {n: p.detach() for n, p in self.params.items()},
@@ -70,6 +94,7 @@ class HeldOutValidation:
             self.log({"guard/heldout_mean": float(sum(guarded.values()) / max(1, len(guarded))),
                       "guard/best_step": float(self.guard.best.get("step", 0))}, step)
         message = self.guard.update(step, judge, guarded, self.training_reward_rise())
+        self.guard.history[-1]["onpolicy"] = agreement  # the judge's agreement on the policy's own samples
         if message:
             message += self.best_note()
             self.guard.history[-1]["stopped"] = message

@@ -54,3 +54,15 @@ def test_tiny_cpu_run_writes_json_and_table(bench, tmp_path, capsys):
     assert (saved["T"], saved["t_index"], saved["device"]) == (4, 2, "cpu")
     table = capsys.readouterr().out
     assert "| s/step (median) |" in table and "| FLOP utilisation |" in table
+
+
+def test_tiny_cpu_grpo_step(bench, tmp_path, capsys):
+    out = tmp_path / "grpo.json"
+    bench.main(["--size", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--T", "4", "--threads", "1",
+                "--update", "grpo", "--group-size", "2", "--batch", "2", "--out", str(out)])  # fmt: skip
+    saved = json.loads(out.read_text())
+    row = saved["update_row"]
+    assert (saved["update"], row["conditions"], row["samples"]) == ("grpo", 2, 4)
+    assert saved["s_per_step"] == row["s_per_step"] > 0 and saved["flops_per_step"] > 0
+    table = capsys.readouterr().out
+    assert "| update | grpo: 4 samples/step (G=2)" in table and "| s/sample |" in table

@@ -58,3 +58,49 @@ def test_guard_tracks_the_best_heldout_evaluation_and_restores_it():
     assert again.best == guard.best
     again.load_state_dict({"history": [], "strikes": 0})  # a checkpoint written before best was tracked
     assert again.best == {}
+
+
+def _pairs(smoke):
+    """Validation conditions of the smoke world, their targets and the targets with a noisy edited region."""
+    import numpy as np
+    import torch
+
+    from steps.data.datasets import load_samples
+    from steps.rl.rollout import pixels
+
+    samples = [s for s in load_samples(smoke / "data/validation") if s.task == "fill"]
+    good = pixels(samples, "target", "cpu")
+    noise = torch.from_numpy(np.random.default_rng(0).random(good.shape).astype(np.float32))
+    mask = pixels(samples, "mask", "cpu")
+    return samples, good, mask * noise + (1 - mask) * good
+
+
+def test_onpolicy_agreement_is_high_for_a_truthful_judge_and_low_for_a_contrary_one(smoke):
+    from steps.rl.guard import onpolicy_agreement
+    from steps.rl.oracle import OracleReward
+
+    samples, good, bad = _pairs(smoke)
+    oracle = OracleReward()
+    agree, n = onpolicy_agreement(oracle, good, bad, "fill", samples, 0.02)
+    assert n >= len(samples) and agree > 0.9
+    contrary, n2 = onpolicy_agreement(oracle, bad, good, "fill", samples, 0.02)
+    assert n2 == n and contrary > 0.9  # the order of the pair does not matter to a truthful judge
+
+    class Contrary(OracleReward):
+        def p_yes(self, first, second, rows, dims, samples):
+            return 1 - super().p_yes(first, second, rows, dims, samples)
+
+    wrong, _ = onpolicy_agreement(Contrary(), good, bad, "fill", samples, 0.02)
+    assert wrong < 0.1
+
+
+def test_pasted_outputs_keep_the_source_outside_the_mask(smoke):
+    import torch
+
+    from steps.rl.guard import pasted
+    from steps.rl.rollout import pixels
+
+    samples, good, bad = _pairs(smoke)
+    out = pasted({"fill": torch.rand_like(bad)}, {"fill": samples})["fill"]
+    source, mask = pixels(samples, "image", "cpu"), pixels(samples, "mask", "cpu")
+    assert torch.equal(out * (1 - mask), source * (1 - mask))
