@@ -75,7 +75,7 @@ def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
 
 
 def pairs_needed(p: float, half_width: float = 0.03, z: float = 1.96) -> int:
-    """The fewest pairs whose 95% Wilson interval at accuracy ``p`` is at most +-``half_width`` (683 at 0.8)."""
+    """The fewest pairs whose 95% Wilson interval at accuracy ``p`` is at most +-``half_width`` (682 at 0.8)."""
     lo, hi = 1, 10_000_000
     while lo < hi:
         mid = (lo + hi) // 2

@@ -283,7 +283,8 @@ class JudgeRecipe(Recipe):
         from steps.preferences import QUERY_TEMPLATE_VERSION
 
         return {"out_dir": self.cfg.out_dir, "n_train_pairs": len(self.train_pairs),
-                "n_heldout_pairs": len(self.data["heldout"]), "n_selection_pairs": len(self.data["heldout"]), "final_loss": float(np.mean(self.curve[-20:])),
+                "n_heldout_pairs": len(self.data["heldout"]), "n_selection_pairs": len(self.data["heldout"]),
+                "final_loss": float(np.mean(self.curve[-20:])),
                 "seconds": self.seconds(), "query_template_version": QUERY_TEMPLATE_VERSION,
                 "config": asdict(self.cfg), "loss_curve": self.curve, "selected": self.selected}
 
