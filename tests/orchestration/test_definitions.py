@@ -71,7 +71,7 @@ def test_steps_library_has_no_dagster_import():
     assert not (root.parent / "mlflow" / "__init__.py").exists()
 
 
-DVC_ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark",
+DVC_ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark", "agreement_test_set",
               "preference_candidates", "preference_pairs"}
 
 
