@@ -56,7 +56,7 @@ run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='j
 	@dagster asset materialize -m orchestration.definitions --select '$(SELECT)' || { rc=$$?; echo; \
 	  echo "The run stopped (exit $$rc): see the failed step above, or the run in 'make ui'."; \
 	  agreement="$$(python -m steps.paths agreement_md)"; if [ -f "$$agreement" ]; then \
-	    echo "If the judge_agreement gate blocked RL, this is the judge's held-out agreement:"; \
+	    echo "If the judge_agreement gate blocked RL, this is the judge's agreement on the agreement test set:"; \
 	    cat "$$agreement"; \
 	    echo "Why, and what each part of the judge recipe buys: docs/ABLATIONS.md. To run RL past a failed gate"; \
 	    echo "(the fill model then stays 'challenger'): ONEREWARD_GATE_OVERRIDE=\"<your reason>\" make run"; fi; exit $$rc; }

@@ -45,6 +45,7 @@ CONFIG_DIR_ENV = "ONEREWARD_CONFIG_DIR"  # another folder of <profile>.yaml file
 # Section of configs/<profile>.yaml -> the dataclass it configures.
 SECTIONS = {
     "datasets": "steps.data.datasets:DatasetConfig",
+    "agreement_set": "steps.data.agreement_set:AgreementSetConfig",
     "base": "steps.foundations.base_pretrain:BaseConfig",
     "judge_pretrain": "steps.foundations.judge_pretrain:JudgePretrainConfig",
     "candidates": "steps.judge.candidates:CandidatesConfig",

@@ -87,12 +87,13 @@ class TaskMix:
 
 @dataclass(frozen=True)
 class PreferenceSplit:
-    """The preference pairs and their held-out split (steps.judge.agreement.split_of, by condition). Judge training
-    and the agreement gate must see the same split; the gate refuses a judge trained with another fraction."""
+    """The run's preference pairs and their held-out split (steps.judge.agreement.split_of, by condition): the
+    held-out pairs are the judge's *selection* set (they choose its checkpoint); the agreement gate reads the
+    agreement test set instead (steps.data.agreement_set)."""
 
     pairs_dir: str = field(str(TINY.preferences), "pairs.jsonl + images (the held-out split is taken from it)")
-    heldout_fraction: float = field(0.35, "share of conditions held out for the agreement table (0.35: every tiny "
-                                          "cell has >= 50 held-out pairs)")
+    heldout_fraction: float = field(0.35, "share of the pairs' conditions held out from training as the selection "
+                                          "set (never trained on)")
 
 
 @dataclass(frozen=True)

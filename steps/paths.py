@@ -11,6 +11,7 @@ checks that). Layout (docs/DESIGN.md §2)::
 
     data/<profile>/{train,validation,benchmark,photos,user}/    conditions (manifest.jsonl + PNGs), DVC
     data/<profile>/{candidates,preferences}/                    candidate sets, preference pairs, DVC
+    data/<profile>/agreement_test/{conditions,pairs}/           the fixed agreement test set (the gate's), DVC
     outputs/<profile>/datasets/<split>.png                      dataset previews
     outputs/<profile>/{base_model,judge_pretrained,judge}/      models
     outputs/<profile>/judge_agreement/                          agreement.{json,md} + chart (the RL gate)
@@ -153,6 +154,27 @@ class ArtifactPaths:
     def preferences_dvc(self) -> Path:
         """DVC's record of the preference data (its md5 is the data version the sensor watches)."""
         return self.data_dir / "preferences.dvc"
+
+    @property
+    def agreement_test(self) -> Path:
+        """The agreement test set: the gate's fixed, labelled pairs (steps.data.agreement_set; DVC stage
+        agreement_test@<profile>), disjoint from every train, validation and benchmark condition."""
+        return self.data_dir / "agreement_test"
+
+    @property
+    def agreement_test_conditions(self) -> Path:
+        """Its conditions (manifest.jsonl + PNGs, the split format)."""
+        return self.agreement_test / "conditions"
+
+    @property
+    def agreement_test_pairs(self) -> Path:
+        """Its labelled pairs (pairs.jsonl + candidate images + candidates.jsonl, the preferences format)."""
+        return self.agreement_test / "pairs"
+
+    @property
+    def agreement_test_summary(self) -> Path:
+        """summary.json: pairs per task x dimension and the 95% half-width they give."""
+        return self.agreement_test / "summary.json"
 
     def dataset_preview(self, split: str) -> Path:
         return self.outputs_dir / "datasets" / f"{self.split(split).name}.png"

@@ -68,3 +68,15 @@ def prefs(tmp_path_factory):
     info = annotate(AnnotateConfig(candidates_dir=str(root / "cands"), train_dir=str(root / "data/train"),
                                    out_dir=str(root / "prefs"), noise=0.0, tie_margin=0.0))
     return root, info
+
+
+@pytest.fixture(scope="session")
+def agreement_test(tmp_path_factory):
+    """A small agreement test set (steps.data.agreement_set, 32 px, a seeded untrained smoke base): conditions no
+    train split has, labelled without noise."""
+    from steps.data.agreement_set import AgreementSetConfig, build_agreement_set
+
+    out = tmp_path_factory.mktemp("agreement") / "agreement_test"
+    info = build_agreement_set(AgreementSetConfig(size=32, n_fill=6, n_extend=6, n_removal=4, noise=0.0, tie_margin=0.0,
+                                                  require_width=False, batch_size=16), out, "smoke")
+    return out, info

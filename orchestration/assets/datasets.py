@@ -12,6 +12,7 @@ BENCHMARK = dg.AssetKey("benchmark_conditions")
 VALIDATION = dg.AssetKey("validation_conditions")
 PHOTOS = dg.AssetKey("photo_benchmark")
 USER = dg.AssetKey("user_benchmark")
+AGREEMENT_TEST = dg.AssetKey("agreement_test_set")
 USER_BENCHMARK_ENV = "ONEREWARD_USER_BENCHMARK"  # a folder: manifest.jsonl, images, masks, competitors/<system>/
 SPLIT_DIRS = {TRAIN: "train", VALIDATION: "validation", BENCHMARK: "benchmark", PHOTOS: "photos"}
 DATA_GROUP = "datasets"
@@ -77,6 +78,33 @@ def photo_benchmark(context: dg.AssetExecutionContext, project: ProjectResource,
     stage = f"photos@{project.profile}"
     rebuilt = dvc.repro(stage)
     return _record(context, project, mlflow, stage, rebuilt, dvc.out_hashes(stage), PHOTOS)
+
+
+@dg.asset(key=AGREEMENT_TEST, group_name=DATA_GROUP, pool="dvc")
+def agreement_test_set(context: dg.AssetExecutionContext, project: ProjectResource, dvc: DvcResource,
+                       mlflow: MlflowResource) -> dg.MaterializeResult:
+    """The judge agreement gate's fixed test set: conditions no other split has, candidates from the shipped
+    foundation base, labelled once (SIMULATED annotators on smoke/tiny; human labels on flux), sized so every task x
+    dimension cell's 95% interval is at most +-0.03 (tiny). Read by the gate and nothing else; DVC stage
+    agreement_test@<profile> (flux: a human-labelled set placed in data/flux/agreement_test)."""
+    from steps.data.agreement_set import read_summary, summary_markdown
+    from steps.hashing import dir_digest
+
+    path = project.paths.agreement_test
+    if project.profile == "flux":
+        rebuilt, md5 = False, dir_digest(path)[:32] if path.is_dir() else ""
+    else:
+        stage = f"agreement_test@{project.profile}"
+        rebuilt = dvc.repro(stage)
+        md5 = dvc.out_hashes(stage)[str(path.relative_to(project.root_path))]
+    summary = read_summary(path)
+    tracker, run_id = mlflow.start_run(context, project.profile, "dataset/agreement_test", {"agreement_test": md5})
+    tracker.log_metrics(run_id, {f"agreement_test_n/{c}": r["n"] for c, r in summary["cells"].items()})
+    tracker.end_run(run_id)
+    return dg.MaterializeResult(data_version=dg.DataVersion(md5), metadata={
+        "path": dg.MetadataValue.path(str(path)), "dvc_md5": md5, "rebuilt": rebuilt, "mlflow_run_id": run_id,
+        "n_pairs": summary["n_pairs"], "n_conditions": summary["n_conditions"],
+        "cells": dg.MetadataValue.md(summary_markdown(summary))})
 
 
 @dg.asset(key=USER, group_name=DATA_GROUP, pool="user_benchmark")

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from orchestration.assets.datasets import TRAIN
+from orchestration.assets.datasets import AGREEMENT_TEST, TRAIN
 from orchestration.assets.models import BASE_MODEL, image_md, install_tracked
 from orchestration.config import config_from_dataclass, overrides
 from orchestration.resources import DvcResource, MlflowResource, ProjectResource
@@ -24,7 +24,8 @@ JUDGE_GROUP = "reward_model"
 HUMAN_PAIRS_ENV = "ONEREWARD_HUMAN_PAIRS"
 LABEL_STUDIO_ENV = "ONEREWARD_LABEL_STUDIO"  # a Label Studio project URL (or export file) to ingest
 
-_PATHS = ("profile", "train_dir", "out_dir", "base_dir", "candidates_dir", "pairs_dir", "init_dir", "judge_dir")
+_PATHS = ("profile", "train_dir", "out_dir", "base_dir", "candidates_dir", "pairs_dir", "init_dir", "judge_dir",
+          "test_dir")
 PretrainRunConfig = config_from_dataclass(JudgePretrainConfig, "JudgePretrainRunConfig", exclude=_PATHS)
 CandidatesRunConfig = config_from_dataclass(CandidatesConfig, "CandidatesRunConfig", exclude=_PATHS)
 PairsRunConfig = config_from_dataclass(AnnotateConfig, "PairsRunConfig", exclude=_PATHS)
@@ -148,7 +149,8 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsRunConfig, 
 def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: ProjectResource,
           mlflow: MlflowResource) -> dg.MaterializeResult:
     """The ONE judge (Qwen2.5-VL architecture) trained on the preference pairs with paper Eq. 3, both orders,
-    easy pairs first; steered by the versioned query naming task and dimension."""
+    easy pairs first; steered by the versioned query naming task and dimension. The saved step is chosen on the
+    held-out selection pairs (never the agreement test set); the choice and its score are in the metadata."""
     from steps.hashing import dir_digest
     from steps.judge.train import train_judge
 
@@ -164,39 +166,48 @@ def judge(context: dg.AssetExecutionContext, config: JudgeRunConfig, project: Pr
         "pairs_md5": pairs_md5,
         "n_train_pairs": summary["n_train_pairs"], "n_heldout_pairs": summary["n_heldout_pairs"],
         "final_loss": round(summary["final_loss"], 4), "seconds": round(summary["seconds"], 1),
-        "query_template_version": summary["query_template_version"]})
+        "query_template_version": summary["query_template_version"],
+        "selected_step": (summary["selected"] or {}).get("step", summary["config"]["steps"]),
+        "selection_agreement": round((summary["selected"] or {}).get("selection_agreement", float("nan")), 4),
+        "selection": dg.MetadataValue.json(summary["selected"] or {"note": "no selection pairs: the last step"})})
 
 
-@dg.asset(key=AGREEMENT, group_name=JUDGE_GROUP, deps=[JUDGE], pool="judge_agreement")
+@dg.asset(key=AGREEMENT, group_name=JUDGE_GROUP, deps=[JUDGE, AGREEMENT_TEST], pool="judge_agreement")
 def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfig, project: ProjectResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
-    """Human-agreement validation: held-out accuracy per task x dimension (both orders, 95% CI), against the
-    annotated labels and, for simulated ones, the noise-free labels. Its blocking check gates RL."""
+    """Human-agreement validation on the agreement test set: accuracy per task x dimension (both orders) with each
+    cell's n and 95% Wilson interval, against the annotated labels and, for simulated ones, the noise-free labels.
+    Its blocking check gates RL: every cell at its Table 1 threshold with a half-width <= 0.03 (tiny)."""
     from steps.judge.agreement import run_agreement
 
     cfg = agreement_config(project, config)
     result, run_id, tracker = _tracked(context, mlflow, project, "judge_agreement", vars(cfg),
                                        lambda log: run_agreement(cfg))
     metrics = {f"agreement/{c}": r["accuracy"] for c, r in result["table"].items()}
+    for name in ("ci_low", "ci_high", "n"):
+        metrics.update({f"agreement_{name}/{c}": r[name] for c, r in result["table"].items()})
     metrics.update({f"agreement_clean/{c}": r["clean_accuracy"] for c, r in result["table"].items()
                     if r["clean_accuracy"] is not None})
     metrics["agreement/mean"] = result["mean_accuracy"]
     metrics.update(result.get("probe", {}).get("metrics", {}))
     tracker.log_metrics(run_id, metrics)
     tracker.log_artifact(run_id, result["chart"], "agreement")
+    tracker.log_artifact(run_id, str(project.paths.agreement_md), "agreement")
     tracker.set_tags(run_id, {"gate": "passed" if result["passed"] else "failed",
                               "labels": "simulated" if result["simulated"] else "human"})
     tracker.end_run(run_id)
     return dg.MaterializeResult(metadata={
         "gate": "passed" if result["passed"] else "FAILED", "mlflow_run_id": run_id,
-        "mean_accuracy": round(result["mean_accuracy"], 4), "n_heldout": result["n_heldout"],
+        "mean_accuracy": round(result["mean_accuracy"], 4), "n_test_pairs": result["n_test"],
+        "test_set": dg.MetadataValue.path(result["test_dir"]),
         "table": dg.MetadataValue.md(result["markdown"]), "chart": dg.MetadataValue.md(image_md(result["chart"])),
         "gradient_probe": dg.MetadataValue.md(result.get("probe_markdown", "probe off (probe_per_cell=0)")),
         "reasons": dg.MetadataValue.json(result["reasons"]), "warnings": dg.MetadataValue.json(result["warnings"])})
 
 
 @dg.asset_check(asset=AGREEMENT, name="agreement_gate", blocking=True,
-                description="Every task x dimension cell at or above its threshold (paper Table 1 by default).")
+                description="On the agreement test set, every task x dimension cell at or above its threshold (paper "
+                            "Table 1) with a 95% interval narrow enough to decide it.")
 def agreement_gate(project: ProjectResource) -> dg.AssetCheckResult:
     """Fails with ERROR severity (blocks RL and everything after it) unless the project carries an explicit
     override reason (ONEREWARD_GATE_OVERRIDE): then the failure is a WARNING, downstream runs, and the fill model
@@ -205,9 +216,10 @@ def agreement_gate(project: ProjectResource) -> dg.AssetCheckResult:
 
     result = json.loads(project.paths.agreement_json.read_text())
     overridden = not result["passed"] and bool(project.gate_override.strip())
-    metadata = {"reasons": dg.MetadataValue.json(result["reasons"]),
+    message = result.get("message") or "; ".join(result["reasons"]) or "passed"
+    metadata = {"verdict": dg.MetadataValue.md(message), "reasons": dg.MetadataValue.json(result["reasons"]),
                 "warnings": dg.MetadataValue.json(result["warnings"]), "mean_accuracy": result["mean_accuracy"]}
     if overridden:
         metadata["override"] = f"gate FAILED and was overridden: {project.gate_override.strip()}"
-    return dg.AssetCheckResult(passed=result["passed"], metadata=metadata,
+    return dg.AssetCheckResult(passed=result["passed"], metadata=metadata, description=message[:2000],
                                severity=dg.AssetCheckSeverity.WARN if overridden else dg.AssetCheckSeverity.ERROR)

@@ -14,6 +14,8 @@ Raters, each giving good / same / bad of OUR model against a system, per conditi
   outputs; good when ours is higher by more than ``tie_margin``, bad when lower by more, same otherwise.
   No label noise (it would only blur the fractions). No human rated anything here.
 Metric keys (fractions in [0, 1], docs/DESIGN.md §8): ``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}``.
+Net win = mean over task x dimension cells of (good - bad), overall and per task, with its 95% interval from the
+per-condition outcomes (`net_win_intervals`): ``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}``.
 
 Reference metrics, mean over the conditions of a task, for every system including ours:
 ``psnr/kept/<system>/<task>`` and ``ssim/kept/<system>/<task>``: outside the mask, against the source;
@@ -45,6 +47,8 @@ from steps.paths import TINY, ArtifactPaths
 
 RATERS = ("judge", "annotators")
 OUTCOMES = ("good", "same", "bad")
+SIGN = {"good": 1, "same": 0, "bad": -1}
+Z95 = 1.96
 PSNR_CAP = 100.0
 SIMULATED_NOTE = ("Annotator ratings are SIMULATED: the synthetic world's ground-truth scores of both outputs, "
                   "compared with a tie margin of {margin}; no human rated these images.")
@@ -141,20 +145,22 @@ def _tally() -> dict[str, int]:
 
 
 def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems: dict[str, dict[str, np.ndarray]],
-                  batch: int = 32, show_source: bool = False) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+                  batch: int = 32, show_source: bool = False,
+                  outcomes: dict | None = None) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
     """Counts {system: {task: {dimension: {good, same, bad}}}} from the judge asked in both orders.
 
-    ``show_source``: the judge was trained with the masked source as a third image (steps.vocabulary.masked_source)."""
+    ``show_source``: the judge was trained with the masked source as a third image (steps.vocabulary.masked_source).
+    ``outcomes``: filled with each condition's outcome, {system: {task: {condition id: {dimension: +1 | 0 | -1}}}}."""
     from steps.vocabulary import dimensions_for
 
-    rows = []  # (system, task, dimension, ours image, theirs image, prompt, source, mask)
+    rows = []  # (system, task, dimension, ours image, theirs image, prompt, source, mask, condition id)
     for system, outputs in systems.items():
         for it in items:
             c = it.condition
             if c.id not in outputs or c.id not in ours:
                 continue
             for dim in dimensions_for(c.task, c.prompt):
-                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], c.prompt, it.image, it.mask))
+                rows.append((system, c.task, dim, ours[c.id], outputs[c.id], c.prompt, it.image, it.mask, c.id))
     if show_source and not judge.shows_source:
         judge.record = {**judge.record, "config": {**judge.record.get("config", {}), "show_source": True}}
     by_size: dict[tuple, list[int]] = {}
@@ -172,12 +178,18 @@ def judge_ratings(judge, items: list[Item], ours: dict[str, np.ndarray], systems
     for r, a, b in zip(rows, p_first, p_second):
         outcome = "good" if a > 0.5 and b < 0.5 else "bad" if a < 0.5 and b > 0.5 else "same"
         counts.setdefault(r[0], {}).setdefault(r[1], {}).setdefault(r[2], _tally())[outcome] += 1
+        _record(outcomes, r[0], r[1], r[8], r[2], outcome)
     return counts
 
 
+def _record(outcomes: dict | None, system: str, task: str, cid: str, dim: str, outcome: str) -> None:
+    if outcomes is not None:
+        outcomes.setdefault(system, {}).setdefault(task, {}).setdefault(cid, {})[dim] = SIGN[outcome]
+
+
 def annotator_ratings(items: list[Item], ours: dict[str, np.ndarray], systems: dict[str, dict[str, np.ndarray]],
-                      tie_margin: float) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
-    """Counts like `judge_ratings` from the SIMULATED annotators (world scores), synthetic items only."""
+                      tie_margin: float, outcomes: dict | None = None) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+    """Counts (and ``outcomes``) like `judge_ratings` from the SIMULATED annotators (world scores), synthetic items only."""
     from steps.world import score
 
     truth = [it for it in items if it.sample is not None and it.condition.id in ours]
@@ -192,6 +204,7 @@ def annotator_ratings(items: list[Item], ours: dict[str, np.ndarray], systems: d
             for dim, mine in our_scores[c.id].items():
                 outcome = annotator_outcome(mine - theirs[dim], tie_margin)
                 counts.setdefault(system, {}).setdefault(c.task, {}).setdefault(dim, _tally())[outcome] += 1
+                _record(outcomes, system, c.task, c.id, dim, outcome)
     return counts
 
 
@@ -231,6 +244,54 @@ def net_win(metrics: dict[str, float], rater: str, system: str) -> float | None:
     if not cells:
         return None
     return float(np.mean([c.get("good", 0.0) - c.get("bad", 0.0) for c in cells.values()]))
+
+
+def _net_with_interval(by_task: dict[str, dict[str, dict[str, int]]]) -> dict[str, float] | None:
+    """Net win = mean over the cells (task x dimension) of mean(outcome), with its 95% interval.
+
+    The estimate is a sum over conditions of v_c = sum over the condition's dimensions d of o_cd / (C * n_d) (C cells,
+    n_d conditions rated on d); conditions are independent draws within a task, so its variance is the sum over
+    tasks of n_task * var(v_c) (the plug-in estimate; dimensions of one condition may correlate, which this keeps)."""
+    cells = {(t, d): sum(1 for o in conds.values() if d in o) for t, conds in by_task.items()
+             for d in {d for o in conds.values() for d in o}}
+    if not cells:
+        return None
+    net, var = 0.0, 0.0
+    for task, conds in by_task.items():
+        v = np.array([sum(o[d] / (len(cells) * cells[(task, d)]) for d in o) for o in conds.values()])
+        net += float(v.sum())
+        var += len(v) * float(v.var(ddof=1)) if len(v) > 1 else float("inf")
+    half = Z95 * var ** 0.5
+    return {"value": net, "ci_low": net - half, "ci_high": net + half, "half_width": half,
+            "n_conditions": sum(len(c) for c in by_task.values())}
+
+
+def net_win_intervals(outcomes: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """{system: {"all": {value, ci_low, ci_high, half_width, n_conditions}, <task>: {...}}} from `judge_ratings` /
+    `annotator_ratings` outcomes: the net win over all cells (the promotion gate's) and per task."""
+    out = {}
+    for system, by_task in outcomes.items():
+        out[system] = {"all": _net_with_interval(by_task),
+                       **{task: _net_with_interval({task: conds}) for task, conds in by_task.items()}}
+    return out
+
+
+def net_win_metrics(intervals: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}`` from {rater: `net_win_intervals`}."""
+    metrics = {}
+    for rater, by_system in intervals.items():
+        for system, parts in by_system.items():
+            for part, r in parts.items():
+                key = f"net_win/{rater}/{system}" + ("" if part == "all" else f"/{part}")
+                metrics.update({f"{key}/{k}": r[k] for k in ("value", "ci_low", "ci_high")} if r else {})
+    return metrics
+
+
+def net_win_ci(metrics: dict[str, float], rater: str, system: str, task: str | None = None) -> tuple[float, float] | None:
+    """The 95% interval of a net win read back from metric keys (None when the run did not record one)."""
+    key = f"net_win/{rater}/{system}" + (f"/{task}" if task else "")
+    lo, hi = metrics.get(f"{key}/ci_low"), metrics.get(f"{key}/ci_high")
+    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 # ---------------------------------------------------------------- reference metrics
@@ -303,11 +364,16 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
 
     from steps.judge.train import trained_with_source
 
-    counts = {"judge": judge_ratings(judge, items, ours, outputs, cfg.judge_batch, trained_with_source(cfg.judge_dir))}
+    outcomes: dict[str, dict] = {"judge": {}}
+    counts = {"judge": judge_ratings(judge, items, ours, outputs, cfg.judge_batch, trained_with_source(cfg.judge_dir),
+                                     outcomes["judge"])}
     if any(it.sample is not None for it in items):
-        counts["annotators"] = annotator_ratings(items, ours, outputs, cfg.tie_margin)
+        outcomes["annotators"] = {}
+        counts["annotators"] = annotator_ratings(items, ours, outputs, cfg.tie_margin, outcomes["annotators"])
     raters = [r for r in RATERS if r in counts]
+    intervals = {r: net_win_intervals(outcomes[r]) for r in raters}
     metrics = gsb_metrics(counts)
+    metrics.update(net_win_metrics(intervals))
     metrics.update(reference_metrics(items, {cfg.ours: ours, **outputs}))
     n_by_task = {t: sum(c.task == t for c in conditions) for t in TASKS if any(c.task == t for c in conditions)}
     from steps.evaluation.report import markdown_summary, sample_grid, task_chart
@@ -327,6 +393,7 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
             "split": split, "benchmark": str(manifest), "ours": cfg.ours, "systems": systems, "raters": raters,
             "n_conditions": len(conditions), "n_by_task": n_by_task, "counts": counts, "metrics": metrics,
             "net_win": {r: {s: net_win(metrics, r, s) for s in systems} for r in raters},
+            "net_win_ci95": intervals,
             "annotators_simulated": "annotators" in raters,
             "note": SIMULATED_NOTE.format(margin=cfg.tie_margin) if "annotators" in raters else "",
             "charts": charts, "grids": grids, "config": asdict(cfg), "seconds": time.perf_counter() - t0,

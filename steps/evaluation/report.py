@@ -9,7 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.evaluation.benchmark import DIM_SHORT, OUTCOMES, SIMULATED_NOTE, Item, gsb_cells, net_win
+from steps.evaluation.benchmark import (
+    DIM_SHORT,
+    OUTCOMES,
+    SIMULATED_NOTE,
+    Item,
+    gsb_cells,
+    net_win,
+    net_win_ci,
+)
 from steps.manifest import TASKS
 
 
@@ -76,6 +84,15 @@ def _pct(cell: dict[str, float] | None) -> str:
     return "/".join(f"{100 * cell.get(k, 0.0):.0f}" for k in OUTCOMES)
 
 
+def _net(metrics: dict[str, float], rater: str, system: str, task: str | None = None) -> str:
+    """A net win with its 95% interval: ``+0.12 [+0.05, +0.19]``."""
+    value = metrics.get(f"net_win/{rater}/{system}/{task}/value") if task else net_win(metrics, rater, system)
+    if value is None:
+        return "-"
+    ci = net_win_ci(metrics, rater, system, task)
+    return f"{value:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+
+
 def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: list[str], raters: list[str],
                      n_by_task: dict[str, int], tie_margin: float) -> str:
     from steps.vocabulary import DIMENSIONS
@@ -85,7 +102,7 @@ def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: 
              "",
              f"{n} conditions ({', '.join(f'{t} {k}' for t, k in n_by_task.items())}). Cells: good/same/bad in % "
              f"= share of conditions where `{ours}` is better / tied / worse than the system; net = mean of "
-             "(good - bad) over the cells.",
+             "(good - bad) over the cells, with its 95% interval [low, high] over conditions.",
              "Judge: asked both ways round; good/bad only when both orders agree, otherwise same.",
              "Model outputs are scored RAW (the kept region as the model decoded it, not pasted back as the "
              "registered model and `steps.registry.infer` return it), so consistency and kept-region PSNR/SSIM measure drift.",
@@ -103,10 +120,13 @@ def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: 
                   "|---|" + "---|" * (len(cells) + 1)]
         for s in systems:
             got = gsb_cells(metrics, rater, s)
-            net = net_win(metrics, rater, s)
-            lines.append(f"| {s} | " + " | ".join(_pct(got.get(cell)) for cell in cells)
-                         + f" | {'-' if net is None else f'{net:+.2f}'} |")
+            lines.append(f"| {s} | " + " | ".join(_pct(got.get(cell)) for cell in cells) + f" | {_net(metrics, rater, s)} |")
     tasks = [t for t in TASKS if n_by_task.get(t)]
+    for rater in raters:
+        heading = "Simulated annotators (SIMULATED labels)" if rater == "annotators" else "Judge"
+        lines += ["", f"### {heading}: net win per task, 95% interval", "",
+                  "| system | " + " | ".join(f"{t} (n={n_by_task[t]})" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+        lines += [f"| {s} | " + " | ".join(_net(metrics, rater, s, t) for t in tasks) + " |" for s in systems]
     lines += ["", "### Reference metrics: PSNR (dB) / SSIM, kept region vs source | filled region vs target", "",
               "| system | " + " | ".join(f"{t} PSNR kept/filled | {t} SSIM kept/filled" for t in tasks) + " |",
               "|---|" + "---|" * (2 * len(tasks))]

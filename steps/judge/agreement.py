@@ -1,10 +1,15 @@
-"""Human-agreement validation of the judge: held-out accuracy per task x dimension, the blocking gate.
+"""Human-agreement validation of the judge: accuracy per task x dimension on the agreement test set, the blocking gate.
 
-Accuracy of one held-out pair = the judge prefers the labelled winner, judged in both orders to cancel
-position bias: correct when (P(Yes | w, l) + 1 - P(Yes | l, w)) / 2 > 0.5. Reported against the held-out
-labels as annotated (noisy, like human agreement figures) with a 95% Wilson interval, and -- for simulated
-labels -- against the noise-free labels beside it. The gate passes when every cell's accuracy against the
-annotated labels is at or above its threshold (defaults: the paper's Table 1).
+Accuracy of one pair = the judge prefers the labelled winner, judged in both orders to cancel position bias:
+correct when (P(Yes | w, l) + 1 - P(Yes | l, w)) / 2 > 0.5. Reported against the labels as annotated (noisy, like
+human agreement figures) with a 95% Wilson interval, and -- for simulated labels -- against the noise-free labels
+beside it. The gate passes when every cell's accuracy against the annotated labels is at or above its threshold
+(the paper's Table 1) AND its interval is narrow enough to decide (half-width <= ``max_half_width``).
+
+The pairs are the *agreement test set* (steps.data.agreement_set, DVC-versioned, data/<profile>/agreement_test):
+conditions no train, validation or benchmark split has, labelled once, read by the gate and nothing else. What
+chooses the judge's checkpoint is the held-out slice of the run's own preference pairs (`split_of`; the selection
+pairs, steps.judge.train), never this set.
 """
 
 from __future__ import annotations
@@ -34,21 +39,51 @@ def split_of(condition_id: str, heldout_fraction: float) -> str:
     return "heldout" if condition_hash(condition_id) < heldout_fraction else "train"
 
 
-def load_preference_data(pairs_dir, train_dir, heldout_fraction: float) -> dict[str, Any]:
-    """Pairs (validated against the conditions), split by condition, with their images in memory."""
+def _load_pairs(pairs_dir, conditions_dir) -> tuple[list, dict, dict, dict]:
     from steps.data.datasets import load_samples
     from steps.io import read_rgb
     from steps.manifest import read_manifest
     from steps.preferences import read_pairs
 
-    conditions = {c.id: c for c in read_manifest(Path(train_dir) / "manifest.jsonl")}
+    conditions = {c.id: c for c in read_manifest(Path(conditions_dir) / "manifest.jsonl")}
     pairs = read_pairs(Path(pairs_dir) / "pairs.jsonl", conditions)
-    samples = {s.id: s for s in load_samples(train_dir)}
+    samples = {s.id: s for s in load_samples(conditions_dir)}
     images = {p: read_rgb(p) for pair in pairs for p in (pair.winner, pair.loser)}
+    return pairs, conditions, samples, images
+
+
+def load_preference_data(pairs_dir, train_dir, heldout_fraction: float) -> dict[str, Any]:
+    """The run's preference pairs (validated against the conditions), split by condition into training pairs and
+    the held-out selection pairs, with their images in memory."""
+    pairs, conditions, samples, images = _load_pairs(pairs_dir, train_dir)
     train = [p for p in pairs if split_of(p.condition_id, heldout_fraction) == "train"]
     heldout = [p for p in pairs if split_of(p.condition_id, heldout_fraction) == "heldout"]
     return {"train": train, "heldout": heldout, "samples": samples, "images": images,
             "train_conditions": {c for c in conditions if split_of(c, heldout_fraction) == "train"}}
+
+
+def load_agreement_test(test_dir) -> dict[str, Any]:
+    """The agreement test set (steps.data.agreement_set: ``conditions/``, ``pairs/``): every pair is a test pair
+    (``heldout``), in the shape `load_preference_data` returns."""
+    pairs, conditions, samples, images = _load_pairs(Path(test_dir) / "pairs", Path(test_dir) / "conditions")
+    return {"train": [], "heldout": pairs, "samples": samples, "images": images, "train_conditions": set()}
+
+
+def wilson_half_width(p: float, n: int, z: float = 1.96) -> float:
+    """Half-width of the 95% Wilson score interval at accuracy ``p`` with ``n`` pairs."""
+    return z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+
+
+def pairs_needed(p: float, half_width: float = 0.03, z: float = 1.96) -> int:
+    """The fewest pairs whose 95% Wilson interval at accuracy ``p`` is at most +-``half_width`` (682 at 0.8)."""
+    lo, hi = 1, 10_000_000
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if wilson_half_width(p, mid, z) <= half_width:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -76,7 +111,7 @@ def pair_correctness(judge, pairs, images, samples, show_source: bool = False, b
 
 
 def agreement_table(judge, data: dict[str, Any], thresholds: dict[str, float], show_source: bool = False) -> dict:
-    """{cell: {accuracy, ci_low, ci_high, n, clean_accuracy, threshold, passed}} plus an overall row."""
+    """{cell: {accuracy, ci_low, ci_high, half_width, n, clean_accuracy, threshold, passed}} over ``data["heldout"]``."""
     pairs = data["heldout"]
     pref = pair_correctness(judge, pairs, data["images"], data["samples"], show_source)
     table: dict[str, dict[str, Any]] = {}
@@ -92,37 +127,51 @@ def agreement_table(judge, data: dict[str, Any], thresholds: dict[str, float], s
                 clean.append(bool(pref[i] > 0.5) == agrees_with_label)
         lo, hi = wilson(k, n)
         thr = thresholds.get(cell, 0.5)
-        table[cell] = {"accuracy": k / n, "ci_low": lo, "ci_high": hi, "n": n, "threshold": thr,
+        table[cell] = {"accuracy": k / n, "ci_low": lo, "ci_high": hi, "half_width": (hi - lo) / 2, "n": n,
+                       "threshold": thr,
                        "clean_accuracy": float(np.mean(clean)) if clean else None, "passed": k / n >= thr}
     return table
 
 
 def gate(table: dict[str, dict[str, Any]], required_cells: list[str] | None = None, min_pairs: int = 20,
-         insufficient: str = "fail") -> tuple[bool, list[str], list[str]]:
-    """(passed, reasons, warnings). Every cell with >= ``min_pairs`` held-out pairs must meet its threshold.
+         insufficient: str = "fail", max_half_width: float = 1.0) -> tuple[bool, list[str], list[str]]:
+    """(passed, reasons, warnings). Every cell must hold >= ``min_pairs`` pairs, have a 95% interval no wider than
+    +-``max_half_width`` (fewer pairs cannot decide a margin of a few points) and meet its threshold.
 
-    A cell with fewer pairs (or none) cannot be validated: with ``insufficient="fail"`` (tiny, flux) that
-    fails the gate; with ``"warn"`` (smoke: a plumbing check on a few dozen pairs) it is only reported.
+    A cell that is too small (or absent) cannot be validated: with ``insufficient="fail"`` (tiny, flux) that fails
+    the gate; with ``"warn"`` (smoke: a plumbing check on a few dozen pairs) it is only reported.
     """
     reasons, warnings = [], []
     for c in sorted(set(table) | set(required_cells or [])):
         r = table.get(c)
         if r is None or r["n"] < min_pairs:
-            msg = f"{c}: {0 if r is None else r['n']} held-out pairs < {min_pairs}, cannot be validated"
+            msg = f"{c}: {0 if r is None else r['n']} test pairs < {min_pairs}, cannot be validated"
             (reasons if insufficient == "fail" else warnings).append(msg)
-        elif not r["passed"]:
-            reasons.append(f"{c}: accuracy {r['accuracy']:.3f} < threshold {r['threshold']:.4f} (n={r['n']})")
+            continue
+        ci = f"n={r['n']}, 95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}"
+        if r["half_width"] > max_half_width:
+            msg = f"{c}: 95% half-width {r['half_width']:.3f} > {max_half_width:.3f} ({ci}): too few pairs to decide"
+            (reasons if insufficient == "fail" else warnings).append(msg)
+        if not r["passed"]:
+            reasons.append(f"{c}: accuracy {r['accuracy']:.3f} < threshold {r['threshold']:.4f} ({ci})")
     return (not reasons), reasons, warnings
 
 
+def gate_message(result: dict[str, Any]) -> str:
+    """The verdict in one paragraph: what failed, with each cell's n and interval, and the table."""
+    head = "agreement gate PASSED" if result["passed"] else "agreement gate FAILED: " + "; ".join(result["reasons"])
+    return head + "\n\n" + result["markdown"]
+
+
 def table_markdown(table: dict[str, dict[str, Any]], simulated: bool) -> str:
-    rows = ["| task/dimension | accuracy | 95% CI | clean-label acc. | threshold | n | |", "|---|---|---|---|---|---|---|"]
+    rows = ["| task/dimension | accuracy | 95% CI | +- | clean-label acc. | threshold | n | |",
+            "|---|---|---|---|---|---|---|---|"]
     for c, r in table.items():
         clean = "-" if r["clean_accuracy"] is None else f"{r['clean_accuracy']:.3f}"
-        rows.append(f"| {c} | {r['accuracy']:.3f} | {r['ci_low']:.2f}-{r['ci_high']:.2f} | {clean} | "
-                    f"{r['threshold']:.4f} | {r['n']} | {'pass' if r['passed'] else 'FAIL'} |")
+        rows.append(f"| {c} | {r['accuracy']:.3f} | {r['ci_low']:.3f}-{r['ci_high']:.3f} | {r['half_width']:.3f} | "
+                    f"{clean} | {r['threshold']:.4f} | {r['n']} | {'pass' if r['passed'] else 'FAIL'} |")
     note = ("\n\nLabels are SIMULATED annotators (steps/judge/annotate.py), not people." if simulated else "")
-    return "Held-out judge agreement (both orders):\n\n" + "\n".join(rows) + note
+    return "Judge agreement on the agreement test set (both orders, 95% Wilson intervals):\n\n" + "\n".join(rows) + note
 
 
 def agreement_chart(table: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
@@ -158,20 +207,23 @@ def agreement_chart(table: dict[str, dict[str, Any]], path: Path, title: str) ->
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from steps.config import Profiled, field, parse_cli  # noqa: E402
-from steps.fields import PreferenceSplit, ShowsSource, Threaded  # noqa: E402
+from steps.fields import ShowsSource, Threaded  # noqa: E402
 from steps.paths import TINY  # noqa: E402
 
 
 @dataclass(frozen=True)
-class AgreementConfig(Profiled, PreferenceSplit, ShowsSource, Threaded):
+class AgreementConfig(Profiled, ShowsSource, Threaded):
     SECTION = "agreement"  # of configs/<profile>.yaml
 
     judge_dir: str = field(str(TINY.judge), "the trained judge")
-    train_dir: str = field(str(TINY.train), "conditions the pairs refer to")
+    test_dir: str = field(str(TINY.agreement_test), "the agreement test set (conditions/, pairs/; "
+                                                    "steps.data.agreement_set): the gate's pairs and nothing else's")
     out_dir: str = field(str(TINY.judge_agreement), "table (JSON, markdown) and chart")
-    threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds; smoke uses lower ones")
+    threshold_scale: float = field(1.0, "1.0 = the paper's Table 1 thresholds (tiny, flux: never lowered); smoke "
+                                        "uses lower ones")
     threshold_floor: float = field(0.5, "no threshold below this (chance)")
-    min_pairs: int = field(50, "cells with fewer held-out pairs cannot be validated")
+    min_pairs: int = field(50, "cells with fewer test pairs cannot be validated")
+    max_half_width: float = field(0.03, "a cell whose 95% Wilson half-width is wider cannot decide the gate")
     insufficient: str = field("fail", "fail | warn: what an unvalidated cell does to the gate (smoke: warn)")
     probe_per_cell: int = field(16, "start images per task x dimension for the gradient probe "
                                     "(steps.judge.probe); 0 = no probe")
@@ -181,35 +233,46 @@ class AgreementConfig(Profiled, PreferenceSplit, ShowsSource, Threaded):
 
     @classmethod
     def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
-        return dict(judge_dir=str(paths.judge), pairs_dir=str(paths.preferences), train_dir=str(paths.train),
-                    out_dir=str(paths.judge_agreement))
+        return dict(judge_dir=str(paths.judge), test_dir=str(paths.agreement_test), out_dir=str(paths.judge_agreement))
+
+
+def check_disjoint(judge_record: dict[str, Any], test_conditions: set[str]) -> None:
+    """Refuse a judge whose preference pairs share a condition with the test set (its record names its pairs)."""
+    from steps.manifest import read_manifest
+
+    cfg = judge_record.get("config", {})
+    train_dir = cfg.get("train_dir")
+    if not train_dir or not (Path(train_dir) / "manifest.jsonl").is_file():
+        return
+    shared = test_conditions & {c.id for c in read_manifest(Path(train_dir) / "manifest.jsonl")}
+    if shared:
+        raise ValueError(f"the judge was trained on conditions of {train_dir} that the agreement test set also holds "
+                         f"({len(shared)}, e.g. {sorted(shared)[:3]}): the test would measure its training")
 
 
 def run_agreement(cfg: AgreementConfig) -> dict[str, Any]:
-    """Compute, save and return the agreement table and the gate verdict."""
+    """Compute, save and return the agreement table on the agreement test set and the gate verdict."""
     from steps.io import atomic_write_json, atomic_write_text
     from steps.models.judge import Judge
     from steps.runtime import setup
 
     setup(threads=cfg.threads)
-    data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
+    data = load_agreement_test(cfg.test_dir)
     judge = Judge.load(cfg.judge_dir).eval()
-    trained_on = judge.record.get("config", {}).get("heldout_fraction")
-    if trained_on is not None and float(trained_on) != cfg.heldout_fraction:
-        raise ValueError(f"{cfg.judge_dir}: the judge was trained with heldout_fraction={trained_on}, the agreement "
-                         f"is asked for {cfg.heldout_fraction}: its held-out pairs would include training pairs; "
-                         "set the same value in both sections (judge, agreement) of the profile file")
+    check_disjoint(judge.record, set(data["samples"]))
     table = agreement_table(judge, data, cfg.thresholds(), cfg.show_source)
     simulated = any(p.source == "simulated" for p in data["heldout"])
-    cells = sorted({f"{p.task}/{p.dimension}" for p in data["train"] + data["heldout"]})
-    passed, reasons, warnings = gate(table, cells, cfg.min_pairs, cfg.insufficient)
+    passed, reasons, warnings = gate(table, sorted(PAPER_THRESHOLDS), cfg.min_pairs, cfg.insufficient,
+                                     cfg.max_half_width)
     out = Path(cfg.out_dir)
     md = table_markdown(table, simulated)
     chart = agreement_chart(table, out / "agreement.png",
                             "judge agreement (SIMULATED labels)" if simulated else "judge agreement")
     result = {"table": table, "passed": passed, "reasons": reasons, "warnings": warnings, "simulated": simulated,
-              "n_heldout": len(data["heldout"]), "markdown": md, "chart": str(chart), "config": asdict(cfg),
+              "n_test": len(data["heldout"]), "test_dir": str(cfg.test_dir), "markdown": md, "chart": str(chart),
+              "config": asdict(cfg),
               "mean_accuracy": float(np.mean([r["accuracy"] for r in table.values()])) if table else 0.0}
+    result["message"] = gate_message(result)
     if cfg.probe_per_cell:
         from steps.judge.probe import heldout_items, probe_markdown, run_probe
 

@@ -178,12 +178,15 @@ def probe_markdown(result: dict[str, Any]) -> str:
 
 
 def heldout_items(data: dict[str, Any], limit: int = 400) -> list[tuple[Any, np.ndarray]]:
-    """(sample, first candidate) of each held-out condition of the preference data (steps.judge.agreement)."""
+    """(sample, first candidate) of held-out conditions of the preference data (steps.judge.agreement), at most
+    ``limit`` and at most a third of them per task (a test set is ordered by task)."""
     seen: dict[str, tuple[Any, np.ndarray]] = {}
+    per_task: dict[str, int] = {}
     for p in data["heldout"]:
-        if p.condition_id not in seen:
+        if p.condition_id not in seen and per_task.get(p.task, 0) < -(-limit // 3):
             first = min(p.winner, p.loser)
             seen[p.condition_id] = (data["samples"][p.condition_id], data["images"][first])
+            per_task[p.task] = per_task.get(p.task, 0) + 1
         if len(seen) >= limit:
             break
     return list(seen.values())

@@ -5,7 +5,10 @@
 
 Every pair (winner w, loser l, task, dimension, prompt) is used in both orders:
 loss = CE(Yes | w, l, q) + CE(No | l, w, q), averaged, with q = judge_query(task, dimension, prompt).
-Pairs are split by condition (no condition on both sides; steps.judge.agreement.split_of). For the first
+Pairs are split by condition (no condition on both sides; steps.judge.agreement.split_of) into training pairs and
+the held-out *selection* pairs, which choose the saved step (every ``select_every`` steps; the best mean agreement
+over the cells wins; recorded with its score in training.json and MLflow). The gate reads neither: it reads the
+agreement test set (steps.data.agreement_set), whose conditions no training split has. For the first
 ``easy_fraction`` of training, most batches are EASY pairs built from the world's ground truth (the target
 against a corrupted copy: wrong colour, object left, noise, blur, drift outside the mask) -- measured here,
 preference training from a tiny judge otherwise stays at chance for minutes. Smoke/tiny: full fine-tune;
@@ -57,10 +60,8 @@ class JudgeConfig(Profiled, PreferenceSplit, Optimiser, Batched, Checkpoints, At
     easy_prob_early: float = field(0.75, "probability a batch is easy during the easy phase")
     easy_prob_late: float = field(0.1, "probability a batch is easy afterwards (keeps the anchor)")
     easy_candidate_share: float = field(0.5, "share of easy pairs built from real candidates (candidate_easy_pair)")
-    select_fraction: float = field(0.0, "share of conditions (taken from the training side, never the held-out "
-                                        "agreement split) whose pairs choose the released step instead of training")
-    select_every: int = field(100, "with select_fraction: evaluate the selection pairs every N steps; the step with "
-                                   "the best mean agreement on them is saved")
+    select_every: int = field(100, "evaluate the held-out selection pairs every N steps (and at the end); the step "
+                                   "with the best mean agreement over the cells is saved; 0 = the last step")
     eval_every: int = field(0, "held-out agreement per cell every N steps (curves in MLflow); 0 = off")
 
     def __post_init__(self):
@@ -68,9 +69,8 @@ class JudgeConfig(Profiled, PreferenceSplit, Optimiser, Batched, Checkpoints, At
             raise ValueError(f"unknown profile {self.profile!r}")
         if not 0 <= self.easy_fraction <= 1 or not 0 < self.heldout_fraction < 1:
             raise ValueError("easy_fraction must be in [0, 1] and heldout_fraction in (0, 1)")
-        if not 0 <= self.select_fraction < 1 - self.heldout_fraction or self.select_every < 1:
-            raise ValueError(f"select_fraction must lie in [0, 1 - heldout_fraction), got {self.select_fraction!r}; "
-                             f"select_every >= 1, got {self.select_every!r}")
+        if self.select_every < 0:
+            raise ValueError(f"select_every must be >= 0, got {self.select_every!r}")
         if self.profile == "flux" and not self.init_dir:
             raise ValueError("flux needs init_dir: a local Qwen2.5-VL-7B-Instruct directory")
 
@@ -88,22 +88,9 @@ def trained_with_source(judge_dir) -> bool:
     return bool(training_record(judge_dir).get("config", {}).get("show_source", False))
 
 
-def selection_split(data, heldout_fraction: float, select_fraction: float) -> dict[str, Any]:
-    """Conditions (and their pairs) of the training side set apart to choose the fine-tuning step: the hash band
-    [heldout_fraction, heldout_fraction + select_fraction) of `steps.judge.agreement.split_of`, disjoint from the
-    held-out agreement split by construction."""
-    from steps.judge.agreement import condition_hash
-
-    def band(cid: str) -> bool:
-        return heldout_fraction <= condition_hash(cid) < heldout_fraction + select_fraction
-
-    conditions = {p.condition_id for p in data["train"] if band(p.condition_id)} if select_fraction else set()
-    return {"conditions": conditions, "pairs": [p for p in data["train"] if p.condition_id in conditions]}
-
-
-def selection_score(judge, data, pairs, show_source: bool) -> float:
-    """Mean over cells of the judge's agreement with the labels of the selection pairs."""
-    return heldout_metrics(judge, {**data, "heldout": pairs}, show_source)["judge/heldout_accuracy"]
+def selection_score(judge, data, show_source: bool) -> float:
+    """Mean over cells of the judge's agreement with the labels of the selection pairs (the held-out slice)."""
+    return heldout_metrics(judge, data, show_source)["judge/heldout_accuracy"]
 
 
 def heldout_metrics(judge, data, show_source: bool) -> dict[str, float]:
@@ -174,10 +161,8 @@ class JudgeRecipe(Recipe):
         self.rng = np.random.default_rng(cfg.seed)  # carried from step to step: its state is checkpointed
         data = self.data = load_preference_data(cfg.pairs_dir, cfg.train_dir, cfg.heldout_fraction)
         samples = self.samples = data["samples"]
-        self.selecting = selection_split(data, cfg.heldout_fraction, cfg.select_fraction)
-        self.train_pairs = [p for p in data["train"] if p.condition_id not in self.selecting["conditions"]]
-        self.easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]
-                             and s.id not in self.selecting["conditions"]] or list(samples.values())
+        self.train_pairs = data["train"]
+        self.easy_samples = [s for s in samples.values() if s.id in data["train_conditions"]] or list(samples.values())
         if not self.train_pairs:
             raise ValueError(f"{cfg.pairs_dir}/pairs.jsonl: no training pairs after the held-out split")
         self.judge = build_or_load_judge(cfg)
@@ -189,7 +174,7 @@ class JudgeRecipe(Recipe):
         self.cand_pool = sorted({(p.condition_id, q) for p in self.train_pairs for q in (p.winner, p.loser)})
         self.src_of = {cid: masked_source(s.image, s.mask) for cid, s in samples.items()} if cfg.show_source \
             else {cid: s.image for cid, s in samples.items()}
-        self.curve, self.accs, self.best, self.selected = [], [], None, None
+        self.curve, self.accs, self.best, self.selected, self.scores = [], [], None, None, []
         self.resume_from(cfg.checkpoint_dir)
         return self
 
@@ -200,6 +185,7 @@ class JudgeRecipe(Recipe):
             config=asdict(self.cfg), must_match=JUDGE_RESUME_MUST_MATCH)
         self.rng.bit_generator.state = state["rng"]
         self.curve, self.accs = list(state["curve"]), list(state["accs"])
+        self.scores = [tuple(x) for x in state.get("selection_scores", [])]
         self.best = (best["step"], best["score"], tensors["best"]) if best else None
         return state
 
@@ -208,7 +194,8 @@ class JudgeRecipe(Recipe):
         return self.checkpointer.save_training(
             step, {"judge": self.judge.model}, self.optimizer, self.scheduler,
             {"config": asdict(self.cfg), "rng": self.rng.bit_generator.state, "curve": self.curve,
-             "accs": self.accs, "best": best, "seconds": self.seconds_including_resumed()},
+             "accs": self.accs, "best": best, "selection_scores": self.scores,
+             "seconds": self.seconds_including_resumed()},
             tensors={"best": self.best[2]} if self.best else None)
 
     def batch(self, easy: bool):
@@ -270,19 +257,22 @@ class JudgeRecipe(Recipe):
                           "judge/easy_batch": float(out["easy"])}, step)
             if cfg.eval_every and data["heldout"] and due(step + 1, cfg.eval_every, cfg.steps):
                 self.log(heldout_metrics(judge, data, cfg.show_source), step + 1)
-            if self.selecting["pairs"] and due(step + 1, cfg.select_every, cfg.steps):
-                score = selection_score(judge, data, self.selecting["pairs"], cfg.show_source)
+            if cfg.select_every and data["heldout"] and due(step + 1, cfg.select_every, cfg.steps):
+                score = selection_score(judge, data, cfg.show_source)
+                self.scores.append((step + 1, score))
                 self.log({"judge/selection_agreement": score}, step + 1)
                 if self.best is None or score > self.best[1]:
                     self.best = (step + 1, score, {k: v.detach().clone() for k, v in judge.model.state_dict().items()})
             if self.checkpointer and due(step + 1, cfg.checkpoint_every) and step + 1 < cfg.steps:
                 self.save_checkpoint(step + 1)
         judge.eval()
-        if self.best is not None:  # the step chosen on the selection pairs (never the held-out agreement pairs)
+        if self.best is not None:  # the step chosen on the selection pairs (never the agreement test set)
             judge.model.load_state_dict(self.best[2])
             self.selected = {"step": self.best[0], "selection_agreement": self.best[1],
-                             "n_selection_pairs": len(self.selecting["pairs"])}
-            self.log({"judge/selected_step": float(self.best[0])}, cfg.steps)
+                             "n_selection_pairs": len(data["heldout"]), "scores": [list(x) for x in self.scores],
+                             "selection_set": f"held-out slice of the preference pairs ({cfg.heldout_fraction:.0%} of "
+                                              "their conditions by hash; steps.judge.agreement.split_of)"}
+            self.log({"judge/selected_step": float(self.best[0]), "judge/selected_agreement": self.best[1]}, cfg.steps)
         if cfg.lora_rank > 0:
             judge.model = judge.model.merge_and_unload()
         summary = self.summary()
@@ -293,7 +283,8 @@ class JudgeRecipe(Recipe):
         from steps.preferences import QUERY_TEMPLATE_VERSION
 
         return {"out_dir": self.cfg.out_dir, "n_train_pairs": len(self.train_pairs),
-                "n_heldout_pairs": len(self.data["heldout"]), "final_loss": float(np.mean(self.curve[-20:])),
+                "n_heldout_pairs": len(self.data["heldout"]), "n_selection_pairs": len(self.data["heldout"]),
+                "final_loss": float(np.mean(self.curve[-20:])),
                 "seconds": self.seconds(), "query_template_version": QUERY_TEMPLATE_VERSION,
                 "config": asdict(self.cfg), "loss_curve": self.curve, "selected": self.selected}
 

@@ -50,7 +50,7 @@ def promotion_gate(metrics: dict[str, float] | None, champion_version: str | Non
                    gate: GateConfig = GateConfig()) -> Verdict:
     """Pass when, for every rater present, the net win against the base (and the current champion, if any)
     exceeds ``min_net_win`` and no task x dimension is worse than the champion by more than ``max_drop``."""
-    from steps.evaluation.benchmark import gsb_cells, net_win
+    from steps.evaluation.benchmark import gsb_cells, net_win, net_win_ci
 
     if not metrics:
         return Verdict(False, ["no benchmark results: nothing to judge the new version by"])
@@ -78,7 +78,9 @@ def promotion_gate(metrics: dict[str, float] | None, champion_version: str | Non
             net_wins[f"{rater}/{system}"] = net
             passed = net > gate.min_net_win
             ok &= passed
-            reasons.append(f"{'ok' if passed else 'FAIL'} {rater}: net win against {who} {net:+.3f} "
+            ci = net_win_ci(metrics, rater, system)
+            interval = "" if ci is None else f", 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+            reasons.append(f"{'ok' if passed else 'FAIL'} {rater}: net win against {who} {net:+.3f}{interval} "
                            f"({'>' if passed else '<='} {gate.min_net_win:+.3f})")
             if system != gate.champion_system:
                 continue

@@ -81,3 +81,24 @@ def test_blocking_check_stops_downstream_on_bad_data(dvc_project, mlflow_uri):
     (ev,) = result.get_asset_check_evaluations()
     assert not ev.passed and "duplicate" in str(ev.metadata["reader_problems"].value)
     assert not ran
+
+
+def test_agreement_test_set_is_a_dvc_stage_with_its_n_per_cell(dvc_project, mlflow_uri):
+    """agreement_test@smoke builds the gate's test set once; the asset's version is its DVC hash and its metadata
+    and MLflow run state each cell's n."""
+    from orchestration.assets.datasets import agreement_test_set
+
+    config = dvc_project / "configs" / "smoke.yaml"
+    sections = yaml.safe_load(config.read_text())
+    sections["agreement_set"] = {"size": 32, "n_fill": 4, "n_extend": 4, "n_removal": 4, "require_width": False,
+                                 "batch_size": 12}
+    config.write_text(yaml.safe_dump(sections))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([agreement_test_set], resources=_resources(dvc_project, mlflow_uri), instance=instance)
+    assert result.success
+    lock = yaml.safe_load((dvc_project / "dvc.lock").read_text())["stages"]["agreement_test@smoke"]
+    assert _versions(result)["agreement_test_set"] == lock["outs"][0]["md5"]
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["rebuilt"].value is True and "| removal/removal_quality |" in meta["cells"].value
+    again = dg.materialize([agreement_test_set], resources=_resources(dvc_project, mlflow_uri), instance=instance)
+    assert _versions(again) == _versions(result)  # built once: not rebuilt while nothing changed

@@ -6,7 +6,8 @@ import dagster as dg
 
 from orchestration.definitions import defs
 
-ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark", "base_model",
+ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark", "agreement_test_set",
+          "base_model",
           "judge_pretrain",
           "preference_candidates", "preference_pairs", "judge", "judge_agreement", "policy", "competitor_outputs",
           "benchmark_report", "fill_model_registration", "judge_registration", "user_benchmark"}
@@ -31,6 +32,9 @@ def test_definitions_load_with_expected_graph():
 
     assert "judge_agreement" in parents("policy") and "base_model" in parents("policy")
     assert parents("judge") == {"judge_pretrain", "preference_pairs"}
+    # the gate reads the fixed agreement test set; nothing that chooses (judge, policy) reads it
+    assert parents("judge_agreement") == {"judge", "agreement_test_set"}
+    assert not {k.to_user_string() for k in graph.get(dg.AssetKey("agreement_test_set")).child_keys} - {"judge_agreement"}
     assert "validation_conditions" in parents("policy") and "benchmark_conditions" not in parents("policy")
     assert "judge_pretrain" not in {k.to_user_string() for k in graph.get(dg.AssetKey("base_model")).parent_keys}
     assert parents("benchmark_report") == {"competitor_outputs", "judge"}
@@ -67,7 +71,7 @@ def test_steps_library_has_no_dagster_import():
     assert not (root.parent / "mlflow" / "__init__.py").exists()
 
 
-DVC_ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark",
+DVC_ASSETS = {"train_conditions", "validation_conditions", "benchmark_conditions", "photo_benchmark", "agreement_test_set",
               "preference_candidates", "preference_pairs"}
 
 

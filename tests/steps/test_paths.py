@@ -119,7 +119,7 @@ EXPECTED_BY_CLASS = {
     "CompetitorsConfig": {"benchmark": TINY.benchmark, "out_dir": TINY.competitors("benchmark")},
     "FoundationsConfig": {"out_dir": TINY.foundations},
     "JudgeConfig": {"out_dir": TINY.judge},
-    "AgreementConfig": {"out_dir": TINY.judge_agreement},
+    "AgreementConfig": {"out_dir": TINY.judge_agreement, "test_dir": TINY.agreement_test},
     "JudgePretrainConfig": {"out_dir": TINY.judge_pretrained},
     "RLConfig": {"eval_dir": TINY.validation, "out_dir": TINY.policy_root},
 }

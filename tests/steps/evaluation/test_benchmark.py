@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from steps.data.datasets import DatasetConfig, build_photos, build_world
-from steps.evaluation.benchmark import BenchmarkConfig, gsb_cells, net_win, run_benchmark
+from steps.evaluation.benchmark import (
+    BenchmarkConfig,
+    gsb_cells,
+    gsb_metrics,
+    net_win,
+    net_win_ci,
+    net_win_intervals,
+    run_benchmark,
+)
 from steps.evaluation.competitors import read_conditions, run_classical
 from steps.io import read_mask, read_rgb, write_png
 from steps.manifest import ManifestError
@@ -120,6 +128,13 @@ def test_outputs_charts_grids_markdown_report(world, tmp_path):
     assert report["metrics"] == pytest.approx(result["metrics"])
     assert report["n_conditions"] == len(conditions)
     assert not list((tmp_path).glob(".report.tmp-*"))
+    # every net win carries its 95% interval: in the metrics, the report and both GSB tables of the summary
+    for rater in ("judge", "annotators"):
+        ci = net_win_ci(result["metrics"], rater, "grey")
+        assert ci and ci[0] <= net_win(result["metrics"], rater, "grey") <= ci[1]
+        assert report["net_win_ci95"][rater]["grey"]["all"]["value"] == pytest.approx(net_win(result["metrics"], rater, "grey"))
+        assert net_win_ci(result["metrics"], rater, "grey", "fill") is not None
+    assert md.count("net win per task, 95% interval") == 2 and "[" in md.split("| grey |")[1].split("\n")[0]
 
 
 def test_photos_have_no_annotators_and_a_real_judge_runs(tmp_path):
@@ -167,3 +182,23 @@ def test_net_win_reads_metric_keys():
     assert net_win(m, "judge", "base") == pytest.approx(0.125)
     assert net_win(m, "annotators", "base") is None
     assert np.isclose(sum(gsb_cells(m, "judge", "base")[("fill", "structure")].values()), 1.0)
+
+
+def test_net_win_interval_is_the_mean_over_cells_with_its_95_percent_width():
+    """One cell: the interval of a mean of +1/0/-1 outcomes; several cells of one condition set: the plug-in variance of
+    the mean over cells; 385 conditions per task keep any net win within +-0.10 (the outcome's variance is <= 1)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    outcomes = {"base": {"fill": {f"c{i}": {"structure": int(rng.choice([-1, 0, 1], p=[0.2, 0.3, 0.5])),
+                                            "aesthetics": int(rng.choice([-1, 1]))} for i in range(n)},
+                         "removal": {f"r{i}": {"removal_quality": int(rng.choice([-1, 1]))} for i in range(n)}}}
+    counts = {"judge": {"base": {t: {d: {o: sum(1 for c in conds.values() if c[d] == v)
+                                         for o, v in (("good", 1), ("same", 0), ("bad", -1))}
+                                     for d in next(iter(conds.values()))} for t, conds in outcomes["base"].items()}}}
+    got = net_win_intervals(outcomes)["base"]
+    assert got["all"]["value"] == pytest.approx(net_win(gsb_metrics(counts), "judge", "base"))
+    removal = np.array([c["removal_quality"] for c in outcomes["base"]["removal"].values()])
+    assert got["removal"]["half_width"] == pytest.approx(1.96 * removal.std(ddof=1) / np.sqrt(n))
+    assert got["all"]["ci_low"] < got["all"]["value"] < got["all"]["ci_high"]
+    worst = {"base": {"removal": {f"r{i}": {"removal_quality": (-1) ** i} for i in range(385)}}}
+    assert net_win_intervals(worst)["base"]["removal"]["half_width"] <= 0.1001

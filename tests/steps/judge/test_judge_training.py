@@ -79,28 +79,30 @@ def test_compare_asks_both_orders_and_shows_the_source_as_trained():
 
 
 def test_selection_pairs_choose_the_saved_step_and_never_train(prefs, tmp_path):
-    """select_fraction sets a band of training-side conditions apart: disjoint from the held-out agreement split,
-    never trained on; the saved weights are those of the evaluation with the best agreement on them."""
+    """The held-out slice of the run's pairs is the selection set: never trained on; the saved weights are those of
+    the evaluation with the best agreement on it, and the choice is recorded with its score in training.json."""
     from steps.judge.agreement import load_preference_data
-    from steps.judge.train import selection_split
+    from steps.models.judge import training_record
 
     root, _ = prefs
     data = load_preference_data(root / "prefs", root / "data/train", 0.3)
-    chosen = selection_split(data, 0.3, 0.4)
-    held = {p.condition_id for p in data["heldout"]}
-    assert chosen["pairs"] and not chosen["conditions"] & held
-    assert chosen["conditions"] < {p.condition_id for p in data["train"]}
+    assert data["heldout"] and not {p.condition_id for p in data["heldout"]} & {p.condition_id for p in data["train"]}
     logged = []
     summary = train_judge(JudgeConfig(profile="smoke", pairs_dir=str(root / "prefs"), train_dir=str(root / "data/train"),
                                       out_dir=str(tmp_path / "judge"), steps=6, batch_size=4, heldout_fraction=0.3,
-                                      select_fraction=0.4, select_every=2), log=lambda m, s: logged.append((s, m)))
+                                      select_every=2), log=lambda m, s: logged.append((s, m)))
     scores = {s: m["judge/selection_agreement"] for s, m in logged if "judge/selection_agreement" in m}
     assert sorted(scores) == [2, 4, 6]
     best = max(scores, key=lambda s: (scores[s], -s))  # the first of equal scores is kept
-    assert summary["selected"]["step"] == best and summary["selected"]["n_selection_pairs"] == len(chosen["pairs"])
-    assert summary["n_train_pairs"] == len(data["train"]) - len(chosen["pairs"])
-    with pytest.raises(ValueError, match="select_fraction"):
-        JudgeConfig(profile="smoke", heldout_fraction=0.6, select_fraction=0.5)
+    chosen = summary["selected"]
+    assert chosen["step"] == best and chosen["selection_agreement"] == scores[best]
+    assert chosen["n_selection_pairs"] == len(data["heldout"]) and chosen["scores"] == [[s, scores[s]] for s in (2, 4, 6)]
+    assert summary["n_train_pairs"] == len(data["train"])
+    assert training_record(tmp_path / "judge")["selected"] == chosen  # recorded beside the weights
+    assert any(m.get("judge/selected_step") == best and m.get("judge/selected_agreement") == scores[best]
+               for _, m in logged)
+    with pytest.raises(ValueError, match="select_every"):
+        JudgeConfig(profile="smoke", select_every=-1)
 
 
 def test_a_source_seeing_foundation_must_be_fine_tuned_with_the_source(prefs, tmp_path):
@@ -118,7 +120,7 @@ def test_judge_training_kill_and_resume_gives_the_uninterrupted_weights(prefs, t
     checkpointed too) after a kill and a resume; a changed config is refused."""
     root, _ = prefs
     settings = dict(profile="smoke", pairs_dir=str(root / "prefs"), train_dir=str(root / "data/train"), steps=8,
-                    batch_size=4, log_every=1, heldout_fraction=0.3, select_fraction=0.3, select_every=3,
+                    batch_size=4, log_every=1, heldout_fraction=0.3, select_every=3,
                     adv_share=0.5)
 
     def run(name, log):

@@ -49,6 +49,13 @@ def test_gate_passes_only_when_better_than_champion_and_base():
     assert first.passed and any("compared with the base only" in r for r in first.reasons)
 
 
+def test_gate_reasons_show_each_net_win_with_its_interval():
+    m = passing()
+    m.update({"net_win/judge/base/value": 0.5, "net_win/judge/base/ci_low": 0.41, "net_win/judge/base/ci_high": 0.59})
+    verdict = promotion_gate(m, champion_version=None)
+    assert any("net win against base +0.500, 95% CI [+0.410, +0.590]" in r for r in verdict.reasons)
+
+
 def test_gate_without_annotators_or_results():
     judge_only = {k: v for k, v in passing().items() if k.startswith("gsb/judge/")}
     v = promotion_gate(judge_only, "1")
