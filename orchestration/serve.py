@@ -462,6 +462,20 @@ def write_instance(cfg: ServeConfig) -> Path:
     return path
 
 
+def release_dead_runs_of(cfg: ServeConfig) -> dict[str, str]:
+    """orchestration.instance's check on the served instance: runs still marked running whose process is gone are
+    marked failed and their pool slots freed (Dagster's default run launcher cannot watch its run workers)."""
+    import dagster as dg
+
+    from orchestration.instance import release_dead_runs
+
+    with dg.DagsterInstance.from_config(str(cfg.dagster_home)) as instance:
+        freed = release_dead_runs(instance)
+    for run_id, why in freed.items():
+        print(f"run {run_id}: marked failed, its pool slots freed ({why})", flush=True)
+    return freed
+
+
 def daemons_healthy(cfg: ServeConfig) -> bool:
     try:
         data = graphql(cfg, "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }", timeout=5)
@@ -476,6 +490,7 @@ def start_dagster(cfg: ServeConfig) -> tuple[int, int]:
     from orchestration.instance import ensure_storage
 
     ensure_storage(cfg.dagster_home)  # creates and migrates the PostgreSQL schema once, one process at a time
+    release_dead_runs_of(cfg)  # a run whose worker died with the stack (a crash, a reboot): failed, slots freed
     env = service_env(cfg)
     location = ["-m", "orchestration.definitions", "--working-directory", str(cfg.root)]
     web = read_pid(cfg, "dagster-webserver")
