@@ -85,8 +85,13 @@ run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='j
 	    echo "(the fill model then stays 'challenger'): ONEREWARD_GATE_OVERRIDE=\"<your reason>\" make run"; fi; exit $$rc; }
 	@echo
 	@echo "Done ($(ONEREWARD_PROFILE) profile). Where to look:"
+ifeq ($(ONEREWARD_BACKEND),server)
+	@echo "  Dagster UI (asset graph, metadata, checks): http://$(HOST):$(DAGSTER_PORT) (served)"
+	@echo "  MLflow UI (runs, metrics, registry):        $(MLFLOW_TRACKING_URI) (served)"
+else
 	@echo "  Dagster UI (asset graph, metadata, checks): make ui         -> http://$(HOST):3000"
 	@echo "  MLflow UI (runs, metrics, registry):        make mlflow-ui  -> http://$(HOST):5000"
+endif
 	@echo "  Pictures and reports:                       $$(python -m steps.paths outputs_dir)/"
 
 foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resumable: rerun to continue), one core per part

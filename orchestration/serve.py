@@ -462,14 +462,32 @@ def write_instance(cfg: ServeConfig) -> Path:
     return path
 
 
-def release_dead_runs_of(cfg: ServeConfig) -> dict[str, str]:
-    """orchestration.instance's check on the served instance: runs still marked running whose process is gone are
-    marked failed and their pool slots freed (Dagster's default run launcher cannot watch its run workers)."""
+def code_pools() -> set[str]:
+    """Every pool an op of the code location names (one per asset that writes fixed folders, and ``dvc``)."""
+    from orchestration.definitions import defs
+
+    return {op.pool for job in defs.get_repository_def().get_all_jobs() for op in job.graph.iterate_op_defs()
+            if getattr(op, "pool", None)}
+
+
+def prepare_instance(cfg: ServeConfig) -> dict[str, str]:
+    """Make the served instance ready before its daemon runs anything:
+
+    - every pool's limit row is created now, once. Left to the runs, two runs claiming a new pool at once race on
+      PostgreSQL (dagster 1.13's insert-then-update hits "current transaction is aborted" and the run fails);
+      sqlite never shows it. Measured here with two smoke graphs queued together.
+    - runs still marked running whose process is gone (the stack died under them) are marked failed and their
+      pool slots freed (orchestration.instance): Dagster's default run launcher cannot watch its run workers.
+    Returns {run id: why} for the runs marked failed."""
     import dagster as dg
 
     from orchestration.instance import release_dead_runs
 
     with dg.DagsterInstance.from_config(str(cfg.dagster_home)) as instance:
+        storage = instance.event_log_storage
+        known = set(storage.get_concurrency_keys())
+        for pool in sorted(code_pools() - known):
+            storage.initialize_concurrency_limit_to_default(pool)
         freed = release_dead_runs(instance)
     for run_id, why in freed.items():
         print(f"run {run_id}: marked failed, its pool slots freed ({why})", flush=True)
@@ -490,7 +508,7 @@ def start_dagster(cfg: ServeConfig) -> tuple[int, int]:
     from orchestration.instance import ensure_storage
 
     ensure_storage(cfg.dagster_home)  # creates and migrates the PostgreSQL schema once, one process at a time
-    release_dead_runs_of(cfg)  # a run whose worker died with the stack (a crash, a reboot): failed, slots freed
+    prepare_instance(cfg)  # every pool created before any run; runs whose worker died with the stack: failed
     env = service_env(cfg)
     location = ["-m", "orchestration.definitions", "--working-directory", str(cfg.root)]
     web = read_pid(cfg, "dagster-webserver")

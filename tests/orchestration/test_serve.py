@@ -159,6 +159,7 @@ def test_a_launched_run_and_the_schedules_run_go_through_the_queue_at_once(stack
     finally:
         set_schedule(stack.cfg, SCHEDULE, running=False)  # one tick is enough
     scheduled_id = scheduled[0].run_id
+    print(f"launched {launched}; the schedule's tick queued {scheduled_id} ({time.perf_counter() - t0:.0f} s)")
     statuses = {r: wait_for_run(stack.cfg, r, RUN_TIMEOUT_S) for r in (launched, scheduled_id)}
     print(f"two smoke graphs through the served queue: {time.perf_counter() - t0:.0f} s")
     stack.state["runs"] = [launched, scheduled_id]
