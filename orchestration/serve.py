@@ -71,6 +71,7 @@ class ServeConfig:
     max_concurrent_runs: int = 2
     artifacts_destination: str = ""
     profile: str = "tiny"
+    external_passfile: str = ""  # with pg_host: $PGPASSFILE or ~/.pgpass
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeConfig:
@@ -88,7 +89,8 @@ class ServeConfig:
                    dagster_port=int(get("ONEREWARD_DAGSTER_PORT", str(cls.dagster_port))),
                    max_concurrent_runs=int(get("ONEREWARD_MAX_CONCURRENT_RUNS", str(cls.max_concurrent_runs))),
                    artifacts_destination=get("ONEREWARD_ARTIFACTS_DESTINATION", ""),
-                   profile=get("ONEREWARD_PROFILE", cls.profile))
+                   profile=get("ONEREWARD_PROFILE", cls.profile),
+                   external_passfile=get("PGPASSFILE", str(Path.home() / ".pgpass")))
 
     @property
     def local_pg(self) -> bool:
@@ -103,7 +105,7 @@ class ServeConfig:
     def passfile(self) -> Path:
         if self.local_pg:
             return self.dir / "secrets" / "pgpass"
-        return Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
+        return Path(self.external_passfile)
 
     @property
     def dagster_home(self) -> Path:
