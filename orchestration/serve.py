@@ -258,14 +258,29 @@ def set_schedule(cfg: ServeConfig, name: str, running: bool) -> None:
     if running:
         data = graphql(cfg, """mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) { __typename
             ... on Error { message } } }""", {"s": _repo(scheduleName=name)})["startSchedule"]
-    else:
-        state = graphql(cfg, """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
-            ... on Schedule { scheduleState { id } } } }""", {"s": _repo(scheduleName=name)})
-        data = graphql(cfg, """mutation($id: String) { stopRunningSchedule(id: $id) { __typename
-            ... on Error { message } } }""", {"id": state["scheduleOrError"]["scheduleState"]["id"]})
-        data = data["stopRunningSchedule"]
-    if data["__typename"] != "ScheduleStateResult":
-        raise ServeError(f"schedule {name}: {data['__typename']}: {data.get('message')}")
+        if data["__typename"] != "ScheduleStateResult":
+            raise ServeError(f"schedule {name}: {data['__typename']}: {data.get('message')}")
+        return
+    # Stopped while the daemon finishes a tick, the daemon's write of the tick's state can put it back to RUNNING
+    # (measured: a stop right after a tick's run appeared was undone). Stop until it stays stopped.
+    query = """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
+        ... on Schedule { scheduleState { id status } } } }"""
+    stopped_since = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = graphql(cfg, query, {"s": _repo(scheduleName=name)})["scheduleOrError"]["scheduleState"]
+        if state["status"] == "STOPPED":
+            stopped_since = stopped_since or time.monotonic()
+            if time.monotonic() - stopped_since > 10:
+                return
+        else:
+            stopped_since = None
+            data = graphql(cfg, """mutation($id: String) { stopRunningSchedule(id: $id) { __typename
+                ... on Error { message } } }""", {"id": state["id"]})["stopRunningSchedule"]
+            if data["__typename"] != "ScheduleStateResult":
+                raise ServeError(f"schedule {name}: {data['__typename']}: {data.get('message')}")
+        time.sleep(1)
+    raise ServeError(f"schedule {name} did not stay stopped")
 
 
 def start_sensor(cfg: ServeConfig, name: str) -> None:

@@ -191,6 +191,7 @@ def test_a_launched_run_and_the_schedules_run_go_through_the_queue_at_once(stack
         starts = {r: instance.get_run_record_by_id(r).start_time for r in (launched, scheduled_id)}
         ends = {r: instance.get_run_record_by_id(r).end_time for r in (launched, scheduled_id)}
     assert runs[scheduled_id].tags.get("dagster/schedule_name") == SCHEDULE
+    assert len(_runs_tagged(stack, "dagster/schedule_name", SCHEDULE)) == 1  # turned off after one tick: it stayed off
     assert starts[launched] < ends[scheduled_id] and starts[scheduled_id] < ends[launched], "the runs did not overlap"
     clashes = [(ka, kb) for ka, (sa, ea) in a.items() for kb, (sb, eb) in b.items() if ka == kb and sa < eb and sb < ea]
     assert not clashes, f"one asset ran in both runs at the same time: {clashes}"
