@@ -19,13 +19,31 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 MLFLOW_URI ?= sqlite:///$(abspath mlflow/mlflow.db)
+# The served stack (`make serve`, docs/TEAM.md): its folder and ports are configuration (orchestration/serve.py reads
+# the ONEREWARD_* variables). ONEREWARD_BACKEND=server sends `make run` / `make smoke` to it instead of the embedded
+# default (sqlite instance in .dagster_home, sqlite MLflow store in mlflow/): the same graph, the same code.
+SERVE_DIR ?= $(abspath .serve)
+PG_PORT ?= 5433
+MLFLOW_PORT ?= 5001
+DAGSTER_PORT ?= 3001
+export ONEREWARD_SERVE_DIR := $(SERVE_DIR)
+export ONEREWARD_SERVE_HOST := $(HOST)
+export ONEREWARD_PG_PORT := $(PG_PORT)
+export ONEREWARD_MLFLOW_PORT := $(MLFLOW_PORT)
+export ONEREWARD_DAGSTER_PORT := $(DAGSTER_PORT)
+export ONEREWARD_BACKEND ?= embedded
+ifeq ($(ONEREWARD_BACKEND),server)
+export DAGSTER_HOME := $(SERVE_DIR)/dagster_home
+export MLFLOW_TRACKING_URI := http://$(HOST):$(MLFLOW_PORT)
+MLFLOW_URI := $(MLFLOW_TRACKING_URI)
+endif
 # Label Studio lives in its own venv: its pins (Django, boto, ...) clash with the project's. Pinned; keep in
 # step with LABEL_STUDIO_VERSION in steps/judge/labelstudio.py (the export format and API calls were checked on it).
 LS_VENV := .venv-labelstudio
 LABEL_STUDIO_VERSION := 1.23.2
 LS_PORT ?= 8080
 
-.PHONY: setup run smoke test lint ui mlflow-ui clean foundations labelstudio annotate
+.PHONY: setup run smoke test test-serve lint ui mlflow-ui clean foundations labelstudio annotate postgres serve serve-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,8 +66,13 @@ annotate: setup labelstudio  ## Label Studio on 127.0.0.1:$(LS_PORT) with a proj
 	  --train "$$(python -m steps.paths train)" --port $(LS_PORT)
 
 setup: $(VENV)/.installed
+ifeq ($(ONEREWARD_BACKEND),server)
+	@python -m orchestration.serve status >/dev/null || { python -m orchestration.serve status; \
+	  echo "ONEREWARD_BACKEND=server, but the served stack is not (all) running: start it with 'make serve'" >&2; exit 1; }
+else
 	mkdir -p $(DAGSTER_HOME) mlflow
 	cp -n orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+endif
 	python -m orchestration.instance  # the instance storage, created once; pool slots of killed runs freed
 
 run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='judge_agreement*' re-runs a part
@@ -62,8 +85,13 @@ run: setup  ## the whole pipeline in $(PROFILE) (default tiny) on CPU; SELECT='j
 	    echo "(the fill model then stays 'challenger'): ONEREWARD_GATE_OVERRIDE=\"<your reason>\" make run"; fi; exit $$rc; }
 	@echo
 	@echo "Done ($(ONEREWARD_PROFILE) profile). Where to look:"
+ifeq ($(ONEREWARD_BACKEND),server)
+	@echo "  Dagster UI (asset graph, metadata, checks): http://$(HOST):$(DAGSTER_PORT) (served)"
+	@echo "  MLflow UI (runs, metrics, registry):        $(MLFLOW_TRACKING_URI) (served)"
+else
 	@echo "  Dagster UI (asset graph, metadata, checks): make ui         -> http://$(HOST):3000"
 	@echo "  MLflow UI (runs, metrics, registry):        make mlflow-ui  -> http://$(HOST):5000"
+endif
 	@echo "  Pictures and reports:                       $$(python -m steps.paths outputs_dir)/"
 
 foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resumable: rerun to continue), one core per part
@@ -75,8 +103,23 @@ foundations: setup  ## rebuild foundations/$(PROFILE) (tiny: hours of CPU; resum
 smoke:  ## the whole graph in the smoke profile (what CI materializes)
 	$(MAKE) run PROFILE=smoke ONEREWARD_PROFILE=smoke
 
-test: setup labelstudio
-	pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+test: setup labelstudio  ## the tests on the embedded default (the served stack's: make test-serve)
+	pytest -q -m "not serve"; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-serve: $(VENV)/.installed postgres  ## the tests against a real PostgreSQL, MLflow server, Dagster webserver and daemon
+	pytest -q -m serve tests/orchestration/test_serve.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+postgres:  # PostgreSQL's server programs (Debian's package), installed when missing and we are root
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian's postgresql (apt-get)"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL's server is not installed: sudo apt-get install postgresql (or set ONEREWARD_PG_BIN)" >&2; exit 1; fi
+
+serve: $(VENV)/.installed postgres  ## PostgreSQL, MLflow server, Dagster webserver + daemon in $(SERVE_DIR) (docs/TEAM.md)
+	python -m orchestration.serve start
+
+serve-stop:  ## stops what `make serve` started, by pid
+	python -m orchestration.serve stop
 
 lint: setup  ## what CI checks (formatting is not enforced yet)
 	ruff check .

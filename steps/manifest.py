@@ -152,6 +152,7 @@ def _inspect_row(root: Path, file: str, lineno: int, obj: dict[str, Any], proble
                  image_ok=False, mask_ok=False, image_width=None, image_height=None,
                  mask_width=None, mask_height=None, mask_binary=None, mask_fraction=None)
     image = mask = None
+    mask_name = obj.get("mask")  # as the manifest spells it (relative to the manifest), in every mask error
     if image_path is not None:
         image, _ = _image_facts(image_path, file, lineno, "image", problems)
         if image is not None:
@@ -161,7 +162,8 @@ def _inspect_row(root: Path, file: str, lineno: int, obj: dict[str, Any], proble
         if mask is not None:
             facts.update(mask_ok=True, mask_height=mask.shape[0], mask_width=mask.shape[1])
             if mask.ndim != 2:
-                problems.append(Problem(file, lineno, "mask", f"mask must be single-channel (mode L), got mode {mode}"))
+                problems.append(Problem(file, lineno, "mask", f"mask {mask_name} must be single-channel (mode L), "
+                                                              f"got mode {mode}"))
             else:
                 m = mask.astype(np.uint8) * (255 if mode == "1" else 1)
                 binary = bool(np.isin(m, (0, 255)).all())
@@ -169,17 +171,20 @@ def _inspect_row(root: Path, file: str, lineno: int, obj: dict[str, Any], proble
                 facts.update(mask_binary=binary, mask_fraction=frac)
                 if not binary:
                     bad = sorted(set(np.unique(m).tolist()) - {0, 255})[:5]
-                    problems.append(Problem(file, lineno, "mask", f"mask is not binary: values {bad} besides 0/255"))
+                    problems.append(Problem(file, lineno, "mask", f"mask {mask_name} is not binary: values {bad} "
+                                                                  "besides 0/255"))
                 elif frac == 0.0:
-                    problems.append(Problem(file, lineno, "mask", "mask is empty: no pixel is 255 (nothing to generate)"))
+                    problems.append(Problem(file, lineno, "mask", f"mask {mask_name} is empty: no pixel is 255 "
+                                                                  "(nothing to generate)"))
     if image is not None and mask is not None and image.shape[:2] != mask.shape[:2]:
-        problems.append(Problem(file, lineno, "mask", f"size {mask.shape[1]}x{mask.shape[0]} differs from image size "
-                                                      f"{image.shape[1]}x{image.shape[0]}"))
+        problems.append(Problem(file, lineno, "mask", f"mask {mask_name} size {mask.shape[1]}x{mask.shape[0]} differs "
+                                                      f"from image {obj['image']} size {image.shape[1]}x{image.shape[0]}"))
     if target_path is not None and image is not None:
         target, _ = _image_facts(target_path, file, lineno, "target", problems)
         if target is not None and target.shape[:2] != image.shape[:2]:
-            problems.append(Problem(file, lineno, "target", f"size {target.shape[1]}x{target.shape[0]} differs from "
-                                                            f"image size {image.shape[1]}x{image.shape[0]}"))
+            problems.append(Problem(file, lineno, "target", f"target {obj['target']} size {target.shape[1]}x"
+                                                            f"{target.shape[0]} differs from image {obj['image']} size "
+                                                            f"{image.shape[1]}x{image.shape[0]}"))
     return facts
 
 

@@ -31,20 +31,13 @@ class FillModel(PythonModel):
 
         setup()
         self.pipe = load_fill_pipeline(context.artifacts["pipeline"])
-        self.defaults = {"num_steps": 8, "guidance": 30.0, "seed": 0, "keep_unmasked": True,
-                         **(context.model_config or {})}
+        self.defaults = dict(context.model_config or {})
 
     # The DataFrame hint only tells MLflow not to validate by type hints: the logged signature does.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from steps.evaluation.fill import fill_images
-        from steps.registry.serving import decode_fill_requests, encode_png
+        from steps.registry.serving import predict_fill
 
-        p = {**self.defaults, **(params or {})}
-        images, masks, prompts = decode_fill_requests(model_input)
-        seeds = [int(p["seed"]) * 1_000_003 + i for i in range(len(images))]
-        filled = fill_images(self.pipe, images, masks, prompts, seeds, int(p["num_steps"]), float(p["guidance"]),
-                             keep_unmasked=bool(p["keep_unmasked"]))
-        return pd.DataFrame({"image": [encode_png(out) for out in filled]})
+        return predict_fill(self.pipe, self.defaults, model_input, params)
 
 
 mlflow.models.set_model(FillModel())

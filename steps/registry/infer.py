@@ -4,13 +4,16 @@
         --task fill --prompt "a red circle" --out OUT.png [--tracking-uri sqlite:////abs/mlflow.db]
 
 The mask is a PNG of the image's size, > 127 = region to generate. ``--model`` takes any MLflow model URI
-(``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<model id>``, ``runs:/...``) or a
-local model directory. The kept region (mask 0) of the output is the input's own pixels (diffusers'
+(``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<model id>``, ``runs:/...``), a local
+MLflow model folder (with an ``MLmodel`` file) or a diffusers FluxFill pipeline folder (with ``model_index.json``,
+e.g. ``foundations/tiny/base`` or a policy under ``outputs/``: what to try before any model is registered; it
+answers like the registered model, with its default sampling settings). The kept region (mask 0) of the output is the input's own pixels (diffusers'
 inpainting overlay); ``--raw`` returns the model's raw output instead (the VAE re-encodes the whole image,
 so the kept region comes back regenerated and blurred). Images of any size are resized to the model's
 resolution and the output back to the input's size. ``--tracking-uri`` defaults to ``$MLFLOW_TRACKING_URI`` or the project's
 ``mlflow/mlflow.db``. The model loads through ``mlflow.pyfunc.load_model``; the output PNG is written
-atomically. Exit status: 0 on success, 2 for bad arguments or inputs, 1 when the model cannot be found.
+atomically. Exit status: 0 on success, 2 for bad arguments or inputs (a folder that is neither kind of model
+among them), 1 when the model cannot be found.
 """
 
 from __future__ import annotations
@@ -25,7 +28,27 @@ from steps.manifest import TASKS
 
 
 class InputError(ValueError):
-    """An image, mask or prompt that cannot make a fill request."""
+    """An image, mask or prompt that cannot make a fill request, or a --model folder that holds no model."""
+
+
+MLFLOW_MODEL_FILE, PIPELINE_FILE = "MLmodel", "model_index.json"
+
+
+def model_kind(model: str) -> str:
+    """``uri`` (an MLflow model URI or an MLflow model folder: mlflow loads it), ``pipeline`` (a diffusers
+    pipeline folder) or ``missing``; `InputError` for an existing path that is neither kind of model."""
+    if model.startswith(("models:/", "runs:/")) or "://" in model:
+        return "uri"
+    path = Path(model)
+    if not path.exists():
+        return "missing"
+    if path.is_dir() and (path / MLFLOW_MODEL_FILE).is_file():
+        return "uri"
+    if path.is_dir() and (path / PIPELINE_FILE).is_file():
+        return "pipeline"
+    raise InputError(f"--model {model}: expected an MLflow model (a models:/ or runs:/ URI, or a folder with an "
+                     f"{MLFLOW_MODEL_FILE} file) or a diffusers fill pipeline folder (with {PIPELINE_FILE}); "
+                     f"this {'folder' if path.is_dir() else 'file'} is neither")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,15 +112,29 @@ def main(argv: list[str] | None = None) -> int:
     from steps.registry.serving import decode_png
     from steps.tracking import default_tracking_uri
 
-    tracking_uri = args.tracking_uri or default_tracking_uri()
-    if not args.model.startswith(("models:/", "runs:/")) and "://" not in args.model and not Path(args.model).exists():
-        print(f"error: --model {args.model}: neither a model URI nor an existing directory", file=sys.stderr)
-        return 1
     try:
-        model = load_model(args.model, tracking_uri)
-    except ModelNotFoundError as e:
+        kind = model_kind(args.model)
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if kind == "missing":
+        print(f"error: --model {args.model}: neither a model URI nor an existing folder", file=sys.stderr)
         return 1
+    if kind == "pipeline":
+        from steps.registry.serving import PipelineFillModel
+
+        try:
+            model = PipelineFillModel(args.model)
+        except (OSError, ValueError, TypeError) as e:  # model_index.json, but not a complete FluxFill pipeline
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"error: --model {args.model}: not a loadable FluxFill pipeline folder: {first}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            model = load_model(args.model, args.tracking_uri or default_tracking_uri())
+        except ModelNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     params = {k: v for k, v in (("num_steps", args.num_steps), ("seed", args.seed)) if v is not None}
     if args.raw:
         params["keep_unmasked"] = False

@@ -79,6 +79,8 @@ def _experiment_id(client, tracking_uri: str, profile: str, artifact_root: str |
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    if tracking_uri.startswith(("http://", "https://")):
+        artifact_root = None  # a tracking server stores the artifacts itself (--serve-artifacts): its default
     if artifact_root is None and tracking_uri.startswith("sqlite:///"):
         artifact_root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
     location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None

@@ -15,6 +15,8 @@ import io
 import numpy as np
 
 FILL_INPUT_COLUMNS = ("image", "mask", "prompt", "task")
+# The fill model's sampling defaults (a registered model's model_config overrides them; a call's params win).
+FILL_DEFAULTS = {"num_steps": 8, "guidance": 30.0, "seed": 0, "keep_unmasked": True}
 JUDGE_INPUT_COLUMNS = ("first_image", "second_image", "query")
 
 
@@ -84,6 +86,34 @@ def decode_fill_requests(model_input) -> tuple[list[np.ndarray], list[np.ndarray
         masks.append(mask)
         prompts.append(prompt)
     return images, masks, prompts
+
+
+def predict_fill(pipe, defaults: dict, model_input, params: dict | None = None):
+    """Fill every request row with a FluxFill ``pipe``: the registered pyfunc's ``predict`` and a pipeline folder
+    (`PipelineFillModel`) both answer through here. Row i's noise comes from (seed, i)."""
+    import pandas as pd
+
+    from steps.evaluation.fill import fill_images
+
+    p = {**FILL_DEFAULTS, **defaults, **(params or {})}
+    images, masks, prompts = decode_fill_requests(model_input)
+    seeds = [int(p["seed"]) * 1_000_003 + i for i in range(len(images))]
+    filled = fill_images(pipe, images, masks, prompts, seeds, int(p["num_steps"]), float(p["guidance"]),
+                         keep_unmasked=bool(p["keep_unmasked"]))
+    return pd.DataFrame({"image": [encode_png(out) for out in filled]})
+
+
+class PipelineFillModel:
+    """A diffusers FluxFill pipeline folder (model_index.json) that takes the registered fill model's requests
+    and answers as it does (`predict_fill`, `FILL_DEFAULTS`): what to try before any model is registered."""
+
+    def __init__(self, path):
+        from steps.models.policy import load_fill_pipeline
+
+        self.pipe = load_fill_pipeline(path)
+
+    def predict(self, model_input, params: dict | None = None):
+        return predict_fill(self.pipe, {}, model_input, params)
 
 
 def decode_judge_requests(model_input) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:

@@ -58,9 +58,9 @@ def test_good_manifest_reads(ds):
     "setup, line, field, needle",
     [
         ("corrupt_png", 1, "image", "unreadable image"),
-        ("size_mismatch", 1, "mask", "differs from image size"),
-        ("non_binary", 1, "mask", "not binary"),
-        ("empty_mask", 1, "mask", "empty"),
+        ("size_mismatch", 1, "mask", "mask masks/small.png size 16x16 differs from image images/a.png size 32x32"),
+        ("non_binary", 1, "mask", "mask masks/grey.png is not binary"),
+        ("empty_mask", 1, "mask", "mask masks/zero.png is empty"),
         ("unknown_task", 1, "task", "unknown task 'paint'"),
         ("missing_file", 1, "image", "file not found"),
         ("escape_dotdot", 1, "image", "escapes the dataset root"),
@@ -69,7 +69,7 @@ def test_good_manifest_reads(ds):
         ("malformed_json", 2, "", "malformed JSON"),
         ("missing_field", 1, "prompt", "required field missing"),
         ("fill_without_prompt", 1, "prompt", "fill needs a prompt"),
-        ("rgb_mask", 1, "mask", "single-channel"),
+        ("rgb_mask", 1, "mask", "mask masks/rgb.png must be single-channel"),
     ],
 )
 def test_rejections_name_file_line_field(ds, setup, line, field, needle):

@@ -187,3 +187,41 @@ def test_a_fill_model_trained_past_a_failed_judge_gate_never_becomes_champion(ml
     assert held["verdict"]["reasons"][0].startswith("FAIL the judge failed its agreement gate")
     assert alias_version(client, FILL_MODEL_NAME, CHAMPION) == before
     assert alias_version(client, FILL_MODEL_NAME, CHALLENGER) == held["version"]
+
+
+def test_infer_cli_takes_a_pipeline_folder_and_names_what_it_expects_of_any_other(
+        mlflow_uri, pipeline_dir, registered, tmp_path, capsys):
+    """`--model foundations/tiny/base` (a diffusers folder) fills like the registered model made from it; a folder
+    that is neither an MLflow model nor a pipeline is one line naming both (exit 2), not a traceback."""
+    from steps.io import read_rgb, write_png
+    from steps.registry.infer import main
+
+    image, mask = request_image()
+    write_png(tmp_path / "in.png", image)
+    write_png(tmp_path / "mask.png", mask)
+
+    def args(out):
+        return ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--task", "fill",
+                "--prompt", "a red circle", "--out", str(tmp_path / out), "--tracking-uri", mlflow_uri,
+                "--num-steps", "2"]
+
+    assert main(["--model", str(pipeline_dir), *args("folder.png")]) == 0
+    assert f"model {pipeline_dir}" in capsys.readouterr().out
+    assert main(["--model", f"models:/{FILL_MODEL_NAME}/{registered['version']}", *args("registered.png")]) == 0
+    assert np.array_equal(read_rgb(tmp_path / "folder.png"), read_rgb(tmp_path / "registered.png"))
+
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "weights.bin").write_bytes(b"x")
+    capsys.readouterr()
+    for bad in (tmp_path / "not_a_model", tmp_path / "in.png"):
+        assert main(["--model", str(bad), *args("bad.png")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert "expected an MLflow model" in err and "MLmodel" in err and "model_index.json" in err, err
+    broken = tmp_path / "broken_pipeline"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "FluxFillPipeline"}')
+    assert main(["--model", str(broken), *args("bad.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a loadable FluxFill pipeline folder" in err, err
+    assert not (tmp_path / "bad.png").exists()
