@@ -68,6 +68,9 @@ class BenchmarkConfig(Profiled, Threaded):
     judge_dir: str = field(str(TINY.judge), "the judge directory (steps.models.judge.Judge.load)")
     out_dir: str = field(str(TINY.benchmark_report("benchmark")), "where charts, grids and reports go")
     tie_margin: float = field(0.02, "simulated annotators: world-score difference below which it is 'same'")
+    paste_back: bool = field(True, "rate what users get: every system's output with the kept pixels pasted back "
+                                   "(as steps.registry.infer returns it); the annotators' net win of the RAW outputs "
+                                   "is reported beside (report.json net_win_raw); kept-region PSNR/SSIM stay raw")
     judge_batch: int = field(32, "comparisons per judge forward pass (each asked in both orders)")
     grid_rows: int = field(4, "conditions per task in the sample grids")
     limit_per_task: int = field(0, "use only the first N conditions of each task (0: all)")
@@ -105,6 +108,14 @@ class Item:
     mask: np.ndarray
     target: np.ndarray | None
     sample: Any = None  # steps.world.Sample for synthetic conditions (the simulated annotators' view)
+
+
+def pasted_outputs(items: list[Item], outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each output with its condition's kept pixels (mask 0) pasted back: what a user receives."""
+    from steps.evaluation.fill import paste_kept
+
+    return {it.condition.id: paste_kept(it.image, it.mask, outputs[it.condition.id])
+            for it in items if it.condition.id in outputs}
 
 
 def load_items(conditions: list[Condition], root: Path) -> list[Item]:
@@ -354,9 +365,13 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
                                 f"systems there: {list_systems(root)}")
     if not systems:
         raise ValueError(f"{root}: no competitor folders besides {cfg.ours!r}")
-    ours = load_outputs(root / cfg.ours, conditions)
-    outputs = {s: load_outputs(root / s, conditions) for s in systems}
+    raw_ours = load_outputs(root / cfg.ours, conditions)
+    raw_outputs = {s: load_outputs(root / s, conditions) for s in systems}
     items = load_items(conditions, manifest.parent)
+    ours, outputs = raw_ours, raw_outputs
+    if cfg.paste_back:
+        ours = pasted_outputs(items, raw_ours)
+        outputs = {s: pasted_outputs(items, o) for s, o in raw_outputs.items()}
     if judge is None:
         from steps.models.judge import Judge
 
@@ -374,11 +389,17 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
     intervals = {r: net_win_intervals(outcomes[r]) for r in raters}
     metrics = gsb_metrics(counts)
     metrics.update(net_win_metrics(intervals))
-    metrics.update(reference_metrics(items, {cfg.ours: ours, **outputs}))
+    metrics.update(reference_metrics(items, {cfg.ours: raw_ours, **raw_outputs}))  # the kept region as decoded
+    net_win_raw = {}
+    if cfg.paste_back and "annotators" in counts:
+        raw_counts = annotator_ratings(items, raw_ours, raw_outputs, cfg.tie_margin)
+        raw_metrics = gsb_metrics({"annotators": raw_counts})
+        net_win_raw = {"annotators": {s: net_win(raw_metrics, "annotators", s) for s in systems}}
     n_by_task = {t: sum(c.task == t for c in conditions) for t in TASKS if any(c.task == t for c in conditions)}
     from steps.evaluation.report import markdown_summary, sample_grid, task_chart
 
-    markdown = markdown_summary(metrics, split, cfg.ours, systems, raters, n_by_task, cfg.tie_margin)
+    markdown = markdown_summary(metrics, split, cfg.ours, systems, raters, n_by_task, cfg.tie_margin,
+                                pasted=cfg.paste_back, net_win_raw=net_win_raw)
 
     out = Path(cfg.out_dir)
     title = f"{split}"
@@ -393,7 +414,8 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
             "split": split, "benchmark": str(manifest), "ours": cfg.ours, "systems": systems, "raters": raters,
             "n_conditions": len(conditions), "n_by_task": n_by_task, "counts": counts, "metrics": metrics,
             "net_win": {r: {s: net_win(metrics, r, s) for s in systems} for r in raters},
-            "net_win_ci95": intervals,
+            "net_win_ci95": intervals, "outputs_rated": "pasted back" if cfg.paste_back else "raw",
+            "net_win_raw": net_win_raw,
             "annotators_simulated": "annotators" in raters,
             "note": SIMULATED_NOTE.format(margin=cfg.tie_margin) if "annotators" in raters else "",
             "charts": charts, "grids": grids, "config": asdict(cfg), "seconds": time.perf_counter() - t0,

@@ -94,7 +94,8 @@ def _net(metrics: dict[str, float], rater: str, system: str, task: str | None = 
 
 
 def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: list[str], raters: list[str],
-                     n_by_task: dict[str, int], tie_margin: float) -> str:
+                     n_by_task: dict[str, int], tie_margin: float, pasted: bool = False,
+                     net_win_raw: dict[str, dict[str, float | None]] | None = None) -> str:
     from steps.vocabulary import DIMENSIONS
 
     n = sum(n_by_task.values())
@@ -104,9 +105,16 @@ def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: 
              f"= share of conditions where `{ours}` is better / tied / worse than the system; net = mean of "
              "(good - bad) over the cells, with its 95% interval [low, high] over conditions.",
              "Judge: asked both ways round; good/bad only when both orders agree, otherwise same.",
-             "Model outputs are scored RAW (the kept region as the model decoded it, not pasted back as the "
-             "registered model and `steps.registry.infer` return it), so consistency and kept-region PSNR/SSIM measure drift.",
+             ("Outputs are rated as users get them: every system's kept pixels PASTED BACK (as the registered model and "
+              "`steps.registry.infer` return them); kept-region PSNR/SSIM are of the raw outputs, so they measure drift."
+              if pasted else
+              "Model outputs are scored RAW (the kept region as the model decoded it, not pasted back as the "
+              "registered model and `steps.registry.infer` return it), so consistency and kept-region PSNR/SSIM measure drift."),
              ]
+    raw = (net_win_raw or {}).get("annotators", {})
+    if raw:
+        lines.append("Annotators' net win of the RAW outputs, beside: "
+                     + ", ".join(f"`{s}` {v:+.2f}" for s, v in raw.items() if v is not None) + ".")
     if "annotators" in raters:
         lines.append(f"**{SIMULATED_NOTE.format(margin=tie_margin)}**")
     else:

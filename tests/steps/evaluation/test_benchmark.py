@@ -70,7 +70,8 @@ def world(tmp_path_factory):
 
 def _cfg(root, tmp_path, **kw):
     values = dict(benchmark=str(root / "benchmark"), competitors_dir=str(root / "competitors"), ours="oracle",
-                  out_dir=str(tmp_path / "report"), grid_rows=2)
+                  out_dir=str(tmp_path / "report"), grid_rows=2,
+                  judge_dir=str(tmp_path / "no_judge"))  # the test judges are passed in: no training record read
     values.update(kw)
     return BenchmarkConfig(**values)
 
@@ -202,3 +203,27 @@ def test_net_win_interval_is_the_mean_over_cells_with_its_95_percent_width():
     assert got["all"]["ci_low"] < got["all"]["value"] < got["all"]["ci_high"]
     worst = {"base": {"removal": {f"r{i}": {"removal_quality": (-1) ** i} for i in range(385)}}}
     assert net_win_intervals(worst)["base"]["removal"]["half_width"] <= 0.1001
+
+
+def test_outputs_are_rated_pasted_back_with_the_raw_net_win_beside(world, tmp_path):
+    # "drift": the target inside the mask, noise outside it. Users get it pasted back (then it IS the target);
+    # its raw output is worse where the kept region drifted.
+    root, conditions = world
+    comp = tmp_path / "competitors"
+    rng = np.random.default_rng(0)
+    for c in conditions:
+        target, keep = read_rgb(c.target), read_mask(c.mask) <= 127
+        drift = target.copy()
+        drift[keep] = rng.integers(0, 256, size=(int(keep.sum()), 3), dtype=np.uint8)
+        write_png(comp / "drift" / f"{c.id}.png", drift)
+        write_png(comp / "oracle" / f"{c.id}.png", target)
+    pasted = run_benchmark(_cfg(root, tmp_path / "p", competitors_dir=str(comp)), judge=FirstBiasedJudge())
+    m = pasted["metrics"]
+    assert pasted["outputs_rated"] == "pasted back"
+    assert all(cell["same"] == 1.0 for cell in gsb_cells(m, "annotators", "drift").values())
+    assert pasted["net_win_raw"]["annotators"]["drift"] > 0.1  # raw, the oracle keeps what drift changed
+    assert m["psnr/kept/drift/fill"] < 20  # kept-region metrics stay raw: they measure drift
+    raw = run_benchmark(_cfg(root, tmp_path / "r", competitors_dir=str(comp), paste_back=False),
+                        judge=FirstBiasedJudge())
+    assert raw["outputs_rated"] == "raw" and raw["net_win_raw"] == {}
+    assert net_win(raw["metrics"], "annotators", "drift") == pytest.approx(pasted["net_win_raw"]["annotators"]["drift"])
