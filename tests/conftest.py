@@ -29,7 +29,11 @@ def make_dvc_project(root: Path, params: dict | None = None) -> Path:
     p = params or TEST_PARAMS
     (root / "configs").mkdir()
     for profile in ("smoke", "tiny", "flux"):
-        (root / "configs" / f"{profile}.yaml").write_text(yaml.safe_dump({"datasets": p}))
+        sections = {"datasets": p}
+        real = yaml.safe_load((REPO / "configs" / f"{profile}.yaml").read_text()) or {}
+        if "agreement_set" in real:  # DVC's agreement_test stage reads it; sized like the datasets above
+            sections["agreement_set"] = {**real["agreement_set"], "size": p["size"], "world_seed": p["seed"]}
+        (root / "configs" / f"{profile}.yaml").write_text(yaml.safe_dump(sections))
     (root / "steps").symlink_to(REPO / "steps")
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"],
