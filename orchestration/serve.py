@@ -7,7 +7,7 @@
 
 Everything lives in one folder, ``$ONEREWARD_SERVE_DIR`` (default ``.serve/`` in the checkout, git-ignored):
 
-    pg/data  pg/run          the PostgreSQL cluster (databases ``mlflow`` and ``dagster``) and its socket
+    pg/cluster  pg/run       the PostgreSQL cluster (databases ``mlflow`` and ``dagster``) and its socket
     secrets/pgpass           the generated password (libpq passfile, mode 600): never in git, logs or a command line
     mlflow/artifacts         what the MLflow server stores for its clients (--serve-artifacts)
     dagster_home/            DAGSTER_HOME of the served instance: dagster.yaml (PostgreSQL storage, the run queue,
@@ -106,6 +106,11 @@ class ServeConfig:
         if self.local_pg:
             return self.dir / "secrets" / "pgpass"
         return Path(self.external_passfile)
+
+    @property
+    def pg_cluster(self) -> Path:
+        """The PostgreSQL cluster's folder (initdb's -D)."""
+        return self.dir / "pg" / "cluster"
 
     @property
     def dagster_home(self) -> Path:
@@ -367,7 +372,7 @@ def _check_reachable(path: Path, user: str) -> None:
 
 def init_cluster(cfg: ServeConfig) -> None:
     """initdb once: superuser ``pg_user`` with a generated password (scram-sha-256 on every connection)."""
-    data = cfg.dir / "pg" / "data"
+    data = cfg.pg_cluster
     if (data / "PG_VERSION").exists():
         return
     user = _pg_os_user()
@@ -404,7 +409,7 @@ def start_postgres(cfg: ServeConfig) -> int | None:
     pid = read_pid(cfg, "postgres")
     if pid is None:
         init_cluster(cfg)
-        cmd = [str(pg_bin() / "postgres"), "-D", str(cfg.dir / "pg" / "data"), "-p", str(cfg.pg_port),
+        cmd = [str(pg_bin() / "postgres"), "-D", str(cfg.pg_cluster), "-p", str(cfg.pg_port),
                "-c", f"listen_addresses={cfg.host}", "-c", f"unix_socket_directories={cfg.dir / 'pg' / 'run'}",
                "-c", "max_connections=200"]
         log = cfg.log_file("postgres")

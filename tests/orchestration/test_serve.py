@@ -377,7 +377,7 @@ def test_no_password_outside_the_passfile(stack):
     password = passfile.read_text().strip().rsplit(":", 1)[1]
     assert len(password) >= 24
     leaks = [p for p in [*stack.cfg.dir.rglob("*"), *Path(stack.env["ONEREWARD_ROOT"]).rglob("*.yaml")]
-             if p.is_file() and p != passfile and "pg/data" not in str(p) and password.encode() in p.read_bytes()]
+             if p.is_file() and p != passfile and "pg/cluster" not in str(p) and password.encode() in p.read_bytes()]
     assert not leaks, leaks
     for proc in Path("/proc").glob("[0-9]*"):
         try:
