@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from steps.rl.guard import RewardHackingError
 
-ONPOLICY_TIE = 0.02  # the benchmark's annotator tie margin (steps.evaluation.benchmark.BenchmarkConfig)
-
 if TYPE_CHECKING:
     import torch
 
@@ -39,6 +37,7 @@ class HeldOutValidation:
     def heldout_scores(self, outputs: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
         """(judge reward vs the base per "<task>/<dimension>" with the on-policy agreement, held-out signals per
         "<task>/<name>"), both on what users get (``paste_back``: the kept pixels pasted back, as the reward)."""
+        from steps.evaluation.benchmark import BenchmarkConfig
         from steps.rl.guard import heldout_scores, pasted
         from steps.rl.rollout import judge_source
 
@@ -48,9 +47,10 @@ class HeldOutValidation:
             outputs, base = pasted(outputs, samples), pasted(base, samples)
         shown = ({task: judge_source(group, "cpu") for task, group in samples.items()}
                  if self.cfg.judge_sees_source and self.judge is not None else None)
+        # on-policy pairs are decided as the benchmark's annotators decide them (its tie margin)
         return heldout_scores(self.scorer, outputs, base, samples, self.cfg.guard_signal, self.cfg.lam,
                               self.accelerator.device, self.accelerator.autocast, shown,
-                              agreement_margin=ONPOLICY_TIE if self.judge is not None else None)
+                              agreement_margin=BenchmarkConfig.tie_margin if self.judge is not None else None)
 
     def raw_signals(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         """The held-out signals of the RAW outputs (drift outside the mask included), reported beside."""
