@@ -56,12 +56,18 @@ class FoundationsConfig(Profiled, CheckpointCadence, Seeded, Threaded):
     base_overrides: dict = field({}, "BaseConfig fields that override the profile's foundation defaults")
     judge_overrides: dict = field({}, "JudgePretrainConfig fields that override the profile's foundation defaults")
     pool_conditions: int = field(3000, "part=pool: pool conditions that get 4 base-model candidates each")
+    pool_tasks: tuple[str, ...] = field((), "part=pool: only the pool conditions of these tasks among the first "
+                                            "pool_conditions get candidates (empty = all tasks)")
 
     def __post_init__(self):
         if self.profile not in ("smoke", "tiny"):
             raise ValueError(f"foundations are for smoke/tiny, got {self.profile!r}")
         if self.part not in (*PARTS, "all", "pool"):
             raise ValueError(f"part must be one of {PARTS}, 'all' or 'pool', got {self.part!r}")
+        from steps.vocabulary import TASKS
+
+        if unknown := [t for t in self.pool_tasks if t not in TASKS]:
+            raise ValueError(f"pool_tasks: unknown task(s) {unknown}; expected some of {TASKS}")
 
     def parts(self) -> tuple[str, ...]:
         return PARTS if self.part == "all" else (self.part,)
@@ -281,10 +287,10 @@ def run_judge(cfg: FoundationsConfig, stage: int = 1) -> dict[str, Any]:
 
 
 def candidate_pool(base_dir: str | os.PathLike, out: str | os.PathLike, size: int, n_conditions: int,
-                   n_candidates: int = 4, seed: int = 0, batch: int = 64) -> Path:
-    """Base-model candidates of the first ``n_conditions`` pool conditions, sampled as steps.judge.candidates samples
-    preference candidates (randomised steps, guidance, strength, seed): an npz of ids and images, written
-    atomically. The judge foundation's second stage compares them (labelled by the world)."""
+                   n_candidates: int = 4, seed: int = 0, batch: int = 64, tasks: tuple[str, ...] = ()) -> Path:
+    """Base-model candidates of the first ``n_conditions`` pool conditions (only those of ``tasks`` when given),
+    sampled as steps.judge.candidates samples preference candidates (randomised steps, guidance, strength, seed):
+    an npz of ids and images, written atomically. A judge foundation stage compares them (labelled by the world)."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -295,7 +301,7 @@ def candidate_pool(base_dir: str | os.PathLike, out: str | os.PathLike, size: in
     from steps.training.draws import world_pool
 
     pipe = load_fill_pipeline(str(base_dir))
-    samples = world_pool(size, n_conditions)
+    samples = [s for s in world_pool(size, n_conditions) if not tasks or s.task in tasks]
     rng = np.random.default_rng([seed, 17])
     ccfg = CandidatesConfig()
     ids, images = [], []
@@ -337,9 +343,9 @@ def run_pool(cfg: FoundationsConfig) -> dict[str, Any]:
     base = verify_foundation(root, "base", cfg.profile)
     t0 = time.perf_counter()
     path = candidate_pool(base, root / "checkpoints" / POOL_FILE, spec_for(cfg.profile).image_size,
-                          cfg.pool_conditions, seed=cfg.seed)
+                          cfg.pool_conditions, seed=cfg.seed, tasks=tuple(cfg.pool_tasks))
     record = {"part": "pool", "model_dir": str(path), "wall_seconds_total": round(time.perf_counter() - t0, 1),
-              "metrics": {"conditions": cfg.pool_conditions},
+              "metrics": {"conditions": cfg.pool_conditions, "tasks": list(cfg.pool_tasks) or "all"},
               "command": " ".join(shlex.quote(a) for a in ["python", "-m", "steps.foundations", *sys.argv[1:]]),
               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     from steps.io import atomic_write_json

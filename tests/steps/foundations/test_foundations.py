@@ -155,3 +155,20 @@ def test_judge_second_stage_sees_the_source_and_a_rerun_keeps_both_stages(tmp_pa
     assert json.loads((root / F.PROVENANCE).read_text())["judge"] == judge
     again = _weights(root / "judge")
     assert weights.keys() == again.keys() and all(np.array_equal(weights[k], again[k]) for k in weights)
+
+
+def test_candidate_pool_restricted_to_tasks(tmp_path):
+    """pool_tasks: only the pool conditions of the named tasks among the first pool_conditions get candidates
+    (a stage aimed at one task's judge cell), and an unknown task is refused by name."""
+    from steps.models.policy import build_tiny_fill_pipeline, save_pipeline, spec_for
+    from steps.training.draws import world_pool
+
+    spec = spec_for("smoke")
+    save_pipeline(build_tiny_fill_pipeline(spec, seed=0), tmp_path / "base", spec)
+    pool = F.candidate_pool(tmp_path / "base", tmp_path / "pool.npz", spec.image_size, 24, n_candidates=2,
+                            tasks=("removal",))
+    removal = {s.id for s in world_pool(spec.image_size, 24) if s.task == "removal"}
+    with np.load(pool) as data:
+        assert removal and set(data["ids"]) == removal and len(data["ids"]) == 2 * len(removal)
+    with pytest.raises(ValueError, match="pool_tasks: unknown task"):
+        F.FoundationsConfig(profile="smoke", part="pool", pool_tasks=("erase",))
