@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.bench.loader import load_bench
 
 BENCHLIB = Path(__file__).resolve().parents[2] / "bench" / "benchlib.py"
 
 
 @pytest.fixture(scope="module")
 def lib():
-    spec = importlib.util.spec_from_file_location("benchlib", BENCHLIB)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench(BENCHLIB, "benchlib")
     return module
 
 
@@ -50,9 +49,7 @@ def test_threads_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
     from steps.data.datasets import DatasetConfig, build_world
 
     build_world(DatasetConfig(size=32, n_train=8, n_benchmark_per_task=1), tmp_path / "data")
-    spec = importlib.util.spec_from_file_location("threads_bench", Path("bench/judge/threads.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench(Path("bench/judge/threads.py"), "threads_bench")
     mod.main(["--profile", "smoke", "--train-dir", str(tmp_path / "data/train"), "--reps", "1", "--steps", "1"])
     out = capsys.readouterr().out
     assert "with 1 thread vs" in out and out.rstrip().endswith("x**")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.bench.loader import load_bench
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "rl" / "bestofn.py"
 
@@ -24,9 +25,7 @@ def smoke_dirs(tmp_path_factory) -> Path:
 
 
 def run(root: Path, *extra: str) -> dict:
-    spec = importlib.util.spec_from_file_location("bestofn", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench(BENCH, "bestofn")
     return module.main(["--base", str(root / "base"), "--train", str(root / "data" / "train"),
                         "--validation", str(root / "data" / "validation"), "--conditions", "12", "--k", "3",
                         "--eval-per-task", "3", *extra])

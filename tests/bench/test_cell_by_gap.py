@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
+from tests.bench.loader import load_bench
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "judge" / "cell_by_gap.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("cell_by_gap", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench(BENCH, "cell_by_gap")
     return mod
 
 

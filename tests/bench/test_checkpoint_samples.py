@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.bench.loader import load_bench
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "rl" / "checkpoint_samples.py"
 
@@ -36,9 +37,7 @@ def setup_dirs(tmp_path_factory):
 
 
 def run(root: Path, checkpoint: str | Path, out: Path) -> dict:
-    spec = importlib.util.spec_from_file_location("checkpoint_samples", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench(BENCH, "checkpoint_samples")
     return module.main(["--checkpoint", str(root / checkpoint), "--base-dir", str(root / "base"),
                         "--benchmark", str(root / "data" / "benchmark"), "--tasks", "fill", "removal",
                         "--num-steps", "2", "--rows", "2", "--out", str(out)])

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
+from tests.bench.loader import load_bench
+
 
 def test_judge_ablation_script_runs_its_variants(prefs, tmp_path):
     import argparse
-    import importlib.util
     from pathlib import Path
 
     root, _ = prefs
-    spec = importlib.util.spec_from_file_location("judge_ablations", Path("bench/judge/judge_ablations.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench(Path("bench/judge/judge_ablations.py"), "judge_ablations")
     args = argparse.Namespace(candidates=str(root / "cands"), train_dir=str(root / "data/train"), pretrained="",
                               profile="smoke", steps=2, threads=1, variants=["baseline", "noise_20"],
                               work=str(tmp_path / "work"))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.bench.loader import load_bench
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "judge" / "judge_refresh.py"
 
@@ -31,9 +32,7 @@ def test_refresh_enlarges_the_chosen_sets_relabels_and_retrains(tmp_path):
                                          out_dir=str(tmp_path / "cands"), n_conditions=12, batch_size=12))
     Judge.build(judge_spec("smoke"), seed=0, corpus=[QUERY_TEMPLATE]).save(tmp_path / "judge")
 
-    spec = importlib.util.spec_from_file_location("judge_refresh", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench(BENCH, "judge_refresh")
     work = tmp_path / "work"
     report = module.main(["--checkpoint", str(tmp_path / "ckpt"), "--base-dir", str(tmp_path / "base"),
                           "--judge-dir", str(tmp_path / "judge"), "--candidates", str(tmp_path / "cands"),

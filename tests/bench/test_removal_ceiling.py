@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.bench.loader import load_bench
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "judge" / "removal_ceiling.py"
 
 
 @pytest.fixture(scope="module")
 def mod():
-    spec = importlib.util.spec_from_file_location("removal_ceiling", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench(BENCH, "removal_ceiling")
     return module
 
 

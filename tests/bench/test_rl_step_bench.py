@@ -3,19 +3,18 @@ table row per update in the JSON and the report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.bench.loader import load_bench
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "rl" / "rl_step.py"
 
 
 def test_smoke_run_times_one_step_and_grpo(smoke, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("rl_step_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench(BENCH, "rl_step_bench")
     out = tmp_path / "rl_step.json"
     bench.main(["--base-dir", str(smoke / "base"), "--judge-dir", str(smoke / "judge"),
                 "--train-dir", str(smoke / "data/train"), "--eval-dir", str(smoke / "data/validation"),
