@@ -51,6 +51,10 @@ class RLConfig(Profiled, Optimiser, Batched, Scale, TaskMix, Guided, CheckpointC
     judge_sees_source: bool = field(False, "show the source as a third image (must match judge training)")
     reward: str = field("judge", "judge (the method) | oracle (smoke/tiny: the world's differentiable truth in "
                                  "place of the judge, steps.rl.oracle -- does the recipe work with a perfect reward?)")
+    judge_ensemble: tuple[str, ...] = field((), "more judge directories beside judge_dir: the training reward is the "
+                                               "members' mean minus ensemble_k x their spread (a departure from the "
+                                               "single judge; validation, guard and benchmark ask judge_dir alone)")
+    ensemble_k: float = field(1.0, "judge_ensemble: weight of the members' spread (standard deviation)")
     oracle_sharpness: float = field(20.0, "oracle: P(Yes) = sigmoid(sharpness * (truth(policy) - truth(reference)))")
     # the update: the paper's one-step reward gradient, or a policy gradient (steps/rl/grpo.py)
     update: str = field("one_step", "one_step: the paper's (grad through one x0 step, the VAE and the judge) | grpo: "
@@ -97,7 +101,8 @@ class RLConfig(Profiled, Optimiser, Batched, Scale, TaskMix, Guided, CheckpointC
             "dtype": self.dtype in ("float32", "bfloat16", "float16"),
             "lam": 0 < self.lam <= 1, "ema_tau": 0 <= self.ema_tau < 1, "lora_rank": self.lora_rank >= 0,
             "guard_margin": self.guard_margin >= 0, "guard_patience": self.guard_patience >= 1,
-            "seed": self.seed >= 0,
+            "seed": self.seed >= 0, "ensemble_k": self.ensemble_k >= 0,
+            "judge_ensemble": not (self.judge_ensemble and self.reward != "judge"),
             "release": self.release in ("best_validation", "last"),
             "reward": self.reward in ("judge", "oracle") and not (self.reward == "oracle" and self.profile == "flux"),
             "oracle_sharpness": self.oracle_sharpness > 0, "anchor_beta": self.anchor_beta >= 0,

@@ -6,6 +6,7 @@
 - `PairJudge`: the judge asked every dimension of the same image pairs with each image encoded once and
   the tokenised queries cached (same rewards as `Judge.p_yes` row by row; ~2x faster judge in the step,
   docs/BENCHMARKS.md);
+- `JudgeEnsemble`: several judges, the reward their mean minus k x their spread (an option, not the paper's);
 - `stats_to_metrics`: the MLflow keys ``reward/<task>/<dimension>`` and ``loss/<task>/<dimension>``.
 """
 
@@ -104,13 +105,45 @@ class PairJudge:
         return torch.sigmoid(self.margin(groups, rows, queries))
 
 
-def judge_rows(judge, first_images: torch.Tensor, second_images: torch.Tensor, task: str, prompts: list[str],
-               source_images: torch.Tensor | None = None, samples: list | None = None):
-    """P(Yes | first[i], second[i], q(task, e, prompt_i)) for every sample i and each of its dimensions e.
+class JudgeEnsemble:
+    """Several judges asked the same rows; the reward is their mean minus ``k`` times their spread (standard
+    deviation over the members), so a sample only one member likes earns little: a departure from the paper's
+    single judge (issue 22: "keep the judge honest where the policy goes"), an option (RLConfig.judge_ensemble).
+    With the both-orders preference (`preference_rewards`) the combination is of each member's preference; with
+    P(Yes) (`onereward_loss`, differentiable) of each member's P(Yes). ``members``: `Judge` or `PairJudge`."""
 
-    Returns (p_yes, rows, dim_index): one entry per (sample, dimension) row, ``rows`` the sample index,
-    ``dim_index`` the dimension's index in ``DIMENSIONS[task]``. ``judge``: a `Judge`, a `PairJudge` or an
-    `steps.rl.oracle.OracleReward` (needs ``samples``)."""
+    def __init__(self, members: list, k: float = 1.0):
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 judges, got {len(members)}")
+        if k < 0:
+            raise ValueError(f"ensemble k must be >= 0, got {k}")
+        self.members, self.k = list(members), float(k)
+
+    def combine(self, values: torch.Tensor) -> torch.Tensor:
+        """(M, R) member values -> (R,) mean - k * std over members (population std)."""
+        return values.mean(0) - self.k * values.std(0, unbiased=False)
+
+    def member_rows(self, first_images, second_images, rows: torch.Tensor, queries: list[str],
+                    extra_images: torch.Tensor | None = None) -> torch.Tensor:
+        """(M, R) P(Yes) of each member on rows (first[rows[r]], second[rows[r]][, extra[rows[r]]])."""
+        return torch.stack([_ask(m, first_images, second_images, rows, queries, extra_images).float()
+                            for m in self.members])
+
+    def p_yes(self, first_images, second_images, rows: torch.Tensor, queries: list[str],
+              extra_images: torch.Tensor | None = None) -> torch.Tensor:
+        return self.combine(self.member_rows(first_images, second_images, rows, queries, extra_images))
+
+
+def _ask(judge, first_images, second_images, rows_t: torch.Tensor, queries: list[str], source_images=None):
+    """P(Yes) of one judge (`Judge`, `PairJudge` or `JudgeEnsemble`) on the given rows."""
+    if isinstance(judge, (PairJudge, JudgeEnsemble)):
+        return judge.p_yes(first_images, second_images, rows_t, queries, source_images).float()
+    extra = source_images[rows_t] if source_images is not None else None
+    return judge.p_yes(first_images[rows_t], second_images[rows_t], queries, extra).float()
+
+
+def _rows(task: str, prompts: list[str]) -> tuple[list[int], list[int], list[str]]:
+    """One row per (sample, dimension): the sample index, the dimension's index in DIMENSIONS[task], the query."""
     from steps.preferences import judge_query
     from steps.vocabulary import DIMENSIONS, dimensions_for
 
@@ -121,17 +154,28 @@ def judge_rows(judge, first_images: torch.Tensor, second_images: torch.Tensor, t
             rows.append(i)
             dim_index.append(dims.index(e))
             queries.append(judge_query(task, e, prompt))
+    return rows, dim_index, queries
+
+
+def judge_rows(judge, first_images: torch.Tensor, second_images: torch.Tensor, task: str, prompts: list[str],
+               source_images: torch.Tensor | None = None, samples: list | None = None):
+    """P(Yes | first[i], second[i], q(task, e, prompt_i)) for every sample i and each of its dimensions e.
+
+    Returns (p_yes, rows, dim_index): one entry per (sample, dimension) row, ``rows`` the sample index,
+    ``dim_index`` the dimension's index in ``DIMENSIONS[task]``. ``judge``: a `Judge`, a `PairJudge`, a
+    `JudgeEnsemble` (its mean - k x spread) or an `steps.rl.oracle.OracleReward` (needs ``samples``)."""
+    from steps.vocabulary import DIMENSIONS
+
+    rows, dim_index, queries = _rows(task, prompts)
     device = first_images.device
     rows_t = torch.tensor(rows, device=device)
     if hasattr(judge, "truth"):  # the oracle answers from the conditions' ground truth, not the query
         if samples is None:
             raise ValueError("the oracle reward needs the batch's samples")
+        dims = DIMENSIONS[task]
         p_yes = judge.p_yes(first_images, second_images, rows_t, [dims[k] for k in dim_index], samples).float()
-    elif isinstance(judge, PairJudge):
-        p_yes = judge.p_yes(first_images, second_images, rows_t, queries, source_images).float()
     else:
-        extra = source_images[rows_t] if source_images is not None else None
-        p_yes = judge.p_yes(first_images[rows_t], second_images[rows_t], queries, extra).float()
+        p_yes = _ask(judge, first_images, second_images, rows_t, queries, source_images)
     return p_yes, rows_t, torch.tensor(dim_index, device=device)
 
 
@@ -175,6 +219,16 @@ def preference_rewards(judge, images: torch.Tensor, reference_images: torch.Tens
     over the sample's dimensions. Returns (rewards (B,), stats as `onereward_loss`'s with the preference in
     place of P(Yes) and 1 - preference as the loss column). The oracle is symmetric (its second order is
     1 minus its first), so it is asked once."""
+    if isinstance(judge, JudgeEnsemble):  # each member's both-orders preference, then mean - k x spread
+        rows, dim_index, queries = _rows(task, prompts)
+        rows_t = torch.tensor(rows, device=images.device)
+        dim_t = torch.tensor(dim_index, device=images.device)
+        forward = judge.member_rows(images, reference_images, rows_t, queries, source_images)
+        backward = judge.member_rows(reference_images, images, rows_t, queries, source_images)
+        pref = judge.combine((forward + 1 - backward) / 2)
+        counts = torch.bincount(rows_t, minlength=len(prompts)).float()
+        rewards = torch.zeros(len(prompts), device=pref.device).index_add(0, rows_t, pref) / counts
+        return rewards, dimension_stats(task, pref, 1 - pref, dim_t)
     forward, rows_t, dim_t = judge_rows(judge, images, reference_images, task, prompts, source_images, samples)
     if hasattr(judge, "truth"):
         pref = forward

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import time
@@ -153,6 +154,16 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
             self.judge.model.to(acc.device)
             # what onereward_loss asks: each image encoded once for all its queries, or every row on its own
             self.scorer = PairJudge(self.judge) if cfg.judge_share_images else self.judge
+            if cfg.judge_ensemble:  # the reward only: validation, the guard and the benchmark ask judge_dir alone
+                from steps.rl.reward import JudgeEnsemble
+
+                members = [self.scorer]
+                for path in cfg.judge_ensemble:
+                    check_judge(dataclasses.replace(cfg, judge_dir=path))
+                    extra = Judge.load(path, dtype=None if cfg.dtype == "float32" else dtype).freeze()
+                    extra.model.to(acc.device)
+                    members.append(PairJudge(extra) if cfg.judge_share_images else extra)
+                self.scorer = JudgeEnsemble(members, cfg.ensemble_k)
         if cfg.gradient_checkpointing and self.judge is not None:  # the grad path: one transformer call, the VAE decoder, the judge
             transformer.enable_gradient_checkpointing()
             pipe.vae.enable_gradient_checkpointing()

@@ -76,3 +76,69 @@ def test_rl_shows_the_judge_the_same_masked_source_as_training():
     expected = np.stack([masked_source(s.image, s.mask) for s in samples]).astype(np.float32) / 255
     assert shown.shape == (3, 3, 32, 32)
     assert torch.allclose(shown, torch.from_numpy(expected).permute(0, 3, 1, 2), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def judges(tmp_path_factory):
+    """Two smoke judges whose weights are perturbed (a fresh one answers 0.5 to everything): ensemble members
+    that disagree."""
+    from steps.models.judge import Judge
+    from steps.models.judge_spec import spec_for
+    from steps.preferences import QUERY_TEMPLATE
+
+    root = tmp_path_factory.mktemp("judges")
+    for seed in (0, 1):
+        judge = Judge.build(spec_for("smoke"), seed=seed, corpus=[QUERY_TEMPLATE])
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in judge.model.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        judge.save(root / f"judge{seed}")
+    return root / "judge0", root / "judge1"
+
+
+def test_ensemble_reward_is_the_members_mean_minus_k_spread(judges):
+    """Both-orders preference (grpo): k = 0 is the members' mean; k > 0 lowers every sample's reward by k x the
+    members' spread; two copies of one judge are that judge. P(Yes) (one_step) combines the same way."""
+    from steps.models.judge import Judge
+    from steps.rl.reward import JudgeEnsemble, PairJudge, judge_rows, preference_rewards
+
+    a, b = (PairJudge(Judge.load(p).freeze()) for p in judges)
+    gen = torch.Generator().manual_seed(0)
+    images, reference = torch.rand(4, 3, 32, 32, generator=gen), torch.rand(4, 3, 32, 32, generator=gen)
+    prompts = ["a red circle", "", 'the word "TREE" in red', "a blue square"]
+    ra, _ = preference_rewards(a, images, reference, "fill", prompts)
+    rb, _ = preference_rewards(b, images, reference, "fill", prompts)
+    assert (ra - rb).abs().max() > 1e-4, "the two members must disagree for the test to mean anything"
+    r0, stats = preference_rewards(JudgeEnsemble([a, b], k=0.0), images, reference, "fill", prompts)
+    torch.testing.assert_close(r0, (ra + rb) / 2, atol=1e-6, rtol=0)
+    assert stats.shape == (4, 3) and float(stats[:, 2].sum()) == 16  # 4 samples x 4 fill dimensions
+    r1, _ = preference_rewards(JudgeEnsemble([a, b], k=1.0), images, reference, "fill", prompts)
+    assert (r1 < r0).all()
+    same, _ = preference_rewards(JudgeEnsemble([a, a], k=2.0), images, reference, "fill", prompts)
+    torch.testing.assert_close(same, ra, atol=1e-6, rtol=0)
+    pa, _, _ = judge_rows(a, images, reference, "removal", prompts)
+    pb, _, _ = judge_rows(b, images, reference, "removal", prompts)
+    pe, _, _ = judge_rows(JudgeEnsemble([a, b], k=0.5), images, reference, "removal", prompts)
+    torch.testing.assert_close(pe, (pa + pb) / 2 - 0.5 * (pa - pb).abs() / 2, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="at least 2"):
+        JudgeEnsemble([a])
+
+
+def test_rl_trains_against_an_ensemble(smoke, judges, tmp_path):
+    """judge_ensemble in RLConfig: the training reward is the ensemble's (logged below the single judge's when
+    they disagree); an oracle run with an ensemble is refused."""
+    from steps.rl.train import train
+    from tests.steps.rl.helpers import FILL_ONLY, QUIET
+
+    grpo = dict(update="grpo", group_size=2, batch_size=2, sde_window=1, denoise_steps=2, **FILL_ONLY, **QUIET)
+    rewards = {}
+    for name, extra in (("single", ()), ("ensemble", (str(judges[1]),))):
+        logged = []
+        train(config(smoke, tmp_path / name, steps=1, lr=0.0, judge_dir=str(judges[0]), judge_ensemble=extra,
+                     ensemble_k=1.0, **grpo),
+              log=lambda m, s, logged=logged: logged.append(m))
+        rewards[name] = logged[0]["grpo/reward_mean"]
+    assert rewards["ensemble"] < rewards["single"]
+    with pytest.raises(ValueError, match="judge_ensemble"):
+        config(smoke, tmp_path / "x", reward="oracle", judge_ensemble=(str(judges[1]),))
