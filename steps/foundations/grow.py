@@ -1,6 +1,7 @@
 """Grow a judge deeper without changing what it computes: the start of a larger judge's foundation stage.
 
     python -m steps.foundations.grow --judge foundations/tiny/judge --out /tmp/judge_deep --vision-depth 6 --text-layers 6
+    python -m steps.foundations.grow --judge foundations/tiny/judge --out /tmp/judge_x2 --upsample 2   # a finer token grid
 
 Training a larger judge from random weights repeats hours of foundation stages (docs/ABLATIONS.md section 0). A
 residual block whose output projections are zero is the identity, so a judge with extra blocks interleaved between
@@ -77,18 +78,47 @@ def grow_judge(judge, vision_depth: int, text_layers: int, seed: int = 0):
     return Judge(model.eval(), judge.processor, new_spec, record)
 
 
+def upsample_judge(judge, factor: int):
+    """The same weights shown the images ``factor`` times larger (bicubic, by its image processor): each vision patch
+    covers 1/factor^2 of the pixels it did, and the language model gets factor^2 as many image tokens. Not the
+    same answers (the patches' content changes); the resolution fine-tuning of FixRes (Touvron et al. 2019). Costs
+    about factor^2 the vision compute. A larger token grid without new weights: Qwen2.5-VL's rotary positions
+    need no interpolation."""
+    import copy
+
+    from steps.models.judge import Judge
+
+    spec = judge.spec
+    if spec is None:
+        raise ValueError("this judge has no judge_spec.json (a released Qwen2.5-VL): it is not built from config")
+    if factor < 1:
+        raise ValueError(f"upsampling factor must be >= 1, got {factor}")
+    side = spec.image_size * factor
+    processor = copy.deepcopy(judge.processor)
+    ip = processor.image_processor
+    ip.size = {"shortest_edge": side * side, "longest_edge": side * side}
+    ip.min_pixels = ip.max_pixels = side * side
+    record = dict(judge.record)
+    record["upsampled"] = {"factor": factor, "from_image_size": spec.image_size, "image_size": side}
+    return Judge(judge.model, processor, dataclasses.replace(spec, image_size=side), record)
+
+
 def main(argv: list[str] | None = None) -> Path:
     from steps.models.judge import Judge
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", required=True, help="a judge directory written by Judge.save (built from config)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--vision-depth", type=int, required=True)
-    ap.add_argument("--text-layers", type=int, required=True)
+    ap.add_argument("--vision-depth", type=int, default=0, help="vision blocks (0: as it is)")
+    ap.add_argument("--text-layers", type=int, default=0, help="language-model layers (0: as it is)")
+    ap.add_argument("--upsample", type=int, default=1, help="show it the images this many times larger")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     judge = Judge.load(args.judge)
-    grown = grow_judge(judge, args.vision_depth, args.text_layers, args.seed)
+    grown = grow_judge(judge, args.vision_depth or judge.spec.vision_depth, args.text_layers or judge.spec.text_layers,
+                       args.seed)
+    if args.upsample > 1:
+        grown = upsample_judge(grown, args.upsample)
     before = sum(p.numel() for p in judge.model.parameters())
     after = sum(p.numel() for p in grown.model.parameters())
     out = grown.save(args.out, grown.record)

@@ -68,3 +68,22 @@ def test_a_judge_without_spec_is_refused():
     judge.spec = None
     with pytest.raises(ValueError, match="judge_spec"):
         grow_judge(judge, 2, 2)
+
+
+def test_upsampled_judge_sees_a_finer_grid_and_saves(tmp_path):
+    from steps.foundations.grow import upsample_judge
+
+    judge = _trained_like()
+    before = judge.tokens_per_image(32)
+    x2 = upsample_judge(judge, 2)
+    assert x2.spec.image_size == 2 * judge.spec.image_size
+    assert x2.tokens_per_image(32) == 4 * before
+    assert judge.tokens_per_image(32) == before, "the original judge is unchanged"
+    first, second, queries, src = _pairs()
+    with torch.no_grad():
+        margin = x2.margin(first, second, queries, src)
+        back = Judge.load(x2.save(tmp_path / "x2", x2.record))
+        assert back.tokens_per_image(32) == x2.tokens_per_image(32) and back.record["upsampled"]["factor"] == 2
+        torch.testing.assert_close(back.margin(first, second, queries, src), margin, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError):
+        upsample_judge(judge, 0)
