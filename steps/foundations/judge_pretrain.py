@@ -73,6 +73,9 @@ class JudgePretrainConfig(Profiled, Optimiser, Batched, Checkpoints, Attack, Sho
     candidates: str = field("", "npz of base-model candidates of pool conditions (steps.foundations); empty = none")
     flatten_share: float = field(0.0, "share of variants flattened over the WHOLE image (desaturated, lower "
                                       "contrast, smoothed: how RL hacked the first foundation judge)")
+    grid: int = field(1, "a fresh judge is shown its images this many times larger (a finer token grid: each "
+                         "vision patch covers 1/grid^2 of the pixels; steps.foundations.grow.upsample_judge); "
+                         "a judge from init_dir keeps its own")
     eval_conditions: int = field(300, "held-out conditions for the accuracy curve")
     eval_every: int = field(250, "held-out accuracy every N steps (and at the end); 0 = end only")
 
@@ -82,6 +85,8 @@ class JudgePretrainConfig(Profiled, Optimiser, Batched, Checkpoints, Attack, Sho
         for name in ("texture_share", "candidate_share", "adv_share", "flatten_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if self.grid < 1:
+            raise ValueError(f"grid must be >= 1, got {self.grid}")
         if self.label_temperature <= 0 or self.adv_rms < 0 or self.adv_steps < 0:
             raise ValueError("label_temperature must be > 0, adv_rms and adv_steps >= 0")
 
@@ -177,6 +182,10 @@ class JudgePretrainRecipe(Recipe):
         self.candidates = load_candidates(cfg.candidates)
         self.held = heldout_pairs(held_samples, cfg, self.candidates)
         self.judge = Judge.load(cfg.init_dir) if cfg.init_dir else Judge.build(spec, seed=cfg.seed)
+        if cfg.grid > 1 and not cfg.init_dir:
+            from steps.foundations.grow import upsample_judge
+
+            self.judge = upsample_judge(self.judge, cfg.grid)
         self.judge.train()
         self.optimizer, self.scheduler = adamw(self.judge.parameters(), cfg.lr, cfg.weight_decay,
                                                min(cfg.warmup, cfg.steps // 10 + 1), cfg.steps)

@@ -50,3 +50,19 @@ def test_judge_pretraining_kill_and_resume_gives_the_uninterrupted_weights(prefs
 
     full, cut = straight_and_resumed(tmp_path, run, "pretrain/loss")
     assert full["metrics"] == cut["metrics"]
+
+
+def test_a_fresh_judge_can_be_trained_on_a_finer_grid(prefs, tmp_path):
+    """grid=2: the saved judge sees each image as 4x the tokens and keeps that geometry when loaded."""
+    from steps.models.judge import Judge
+
+    root, _ = prefs
+    cfg = dict(profile="smoke", train_dir=str(root / "data/train"), steps=2, batch_size=2, eval_conditions=2)
+    coarse = pretrain_judge(JudgePretrainConfig(out_dir=str(tmp_path / "g1"), **cfg))
+    fine = pretrain_judge(JudgePretrainConfig(out_dir=str(tmp_path / "g2"), grid=2, **cfg))
+    assert coarse and fine
+    a, b = Judge.load(tmp_path / "g1"), Judge.load(tmp_path / "g2")
+    assert b.tokens_per_image(32) == 4 * a.tokens_per_image(32)
+    assert b.spec.image_size == 2 * a.spec.image_size
+    with pytest.raises(ValueError, match="grid"):
+        JudgePretrainConfig(profile="smoke", grid=0)
