@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -132,6 +134,41 @@ class JudgeEnsemble:
     def p_yes(self, first_images, second_images, rows: torch.Tensor, queries: list[str],
               extra_images: torch.Tensor | None = None) -> torch.Tensor:
         return self.combine(self.member_rows(first_images, second_images, rows, queries, extra_images))
+
+
+def check_judge(cfg) -> None:
+    """A judge trained by steps.judge.train must be queried as it was trained: same query template version, same
+    number of images. (A released Qwen2.5-VL directory has no training.json and is not checked.)"""
+    from steps.models.judge import TRAINING_RECORD, training_record
+    from steps.preferences import QUERY_TEMPLATE_VERSION
+
+    record = Path(cfg.judge_dir) / TRAINING_RECORD
+    trained = training_record(cfg.judge_dir)
+    if not trained:
+        return
+    version = trained.get("query_template_version", QUERY_TEMPLATE_VERSION)
+    if version != QUERY_TEMPLATE_VERSION:
+        raise ValueError(f"{record}: judge trained on query template {version!r}, the code asks "
+                         f"{QUERY_TEMPLATE_VERSION!r}: retrain the judge")
+    shown = bool(trained.get("config", {}).get("show_source", False))
+    if shown != cfg.judge_sees_source:
+        raise ValueError(f"{record}: judge trained with show_source={shown}; set judge_sees_source={shown}")
+
+
+def ensemble_scorer(cfg, first, device, dtype) -> JudgeEnsemble:
+    """RLConfig.judge_ensemble: ``first`` (the scorer of judge_dir) and each listed judge, checked as trained,
+    frozen and placed like it, combined as mean - ensemble_k x spread."""
+    import dataclasses
+
+    from steps.models.judge import Judge
+
+    members = [first]
+    for path in cfg.judge_ensemble:
+        check_judge(dataclasses.replace(cfg, judge_dir=path))
+        extra = Judge.load(path, dtype=None if cfg.dtype == "float32" else dtype).freeze()
+        extra.model.to(device)
+        members.append(PairJudge(extra) if cfg.judge_share_images else extra)
+    return JudgeEnsemble(members, cfg.ensemble_k)
 
 
 def _ask(judge, first_images, second_images, rows_t: torch.Tensor, queries: list[str], source_images=None):

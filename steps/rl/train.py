@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
 import os
 import time
@@ -95,6 +94,8 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
         cfg = self.cfg
         setup(threads=cfg.threads)
         if cfg.reward == "judge":
+            from steps.rl.reward import check_judge
+
             check_judge(cfg)
         # Accelerate's state is a per-process singleton; forget a previous in-process recipe's precision
         # (tests, notebooks). The process group (PartialState) is kept.
@@ -155,15 +156,9 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
             # what onereward_loss asks: each image encoded once for all its queries, or every row on its own
             self.scorer = PairJudge(self.judge) if cfg.judge_share_images else self.judge
             if cfg.judge_ensemble:  # the reward only: validation, the guard and the benchmark ask judge_dir alone
-                from steps.rl.reward import JudgeEnsemble
+                from steps.rl.reward import ensemble_scorer
 
-                members = [self.scorer]
-                for path in cfg.judge_ensemble:
-                    check_judge(dataclasses.replace(cfg, judge_dir=path))
-                    extra = Judge.load(path, dtype=None if cfg.dtype == "float32" else dtype).freeze()
-                    extra.model.to(acc.device)
-                    members.append(PairJudge(extra) if cfg.judge_share_images else extra)
-                self.scorer = JudgeEnsemble(members, cfg.ensemble_k)
+                self.scorer = ensemble_scorer(cfg, self.scorer, acc.device, dtype)
         if cfg.gradient_checkpointing and self.judge is not None:  # the grad path: one transformer call, the VAE decoder, the judge
             transformer.enable_gradient_checkpointing()
             pipe.vae.enable_gradient_checkpointing()
@@ -375,25 +370,6 @@ class OneRewardRecipe(HeldOutValidation, Recipe):
         from steps.io import atomic_write_json
 
         atomic_write_json(self.report_dir / "summary.json", self.summary(status, **extra))
-
-
-def check_judge(cfg: RLConfig) -> None:
-    """A judge trained by steps.judge.train must be queried as it was trained: same query template version, same
-    number of images. (A released Qwen2.5-VL directory has no training.json and is not checked.)"""
-    from steps.models.judge import TRAINING_RECORD, training_record
-    from steps.preferences import QUERY_TEMPLATE_VERSION
-
-    record = Path(cfg.judge_dir) / TRAINING_RECORD
-    trained = training_record(cfg.judge_dir)
-    if not trained:
-        return
-    version = trained.get("query_template_version", QUERY_TEMPLATE_VERSION)
-    if version != QUERY_TEMPLATE_VERSION:
-        raise ValueError(f"{record}: judge trained on query template {version!r}, the code asks "
-                         f"{QUERY_TEMPLATE_VERSION!r}: retrain the judge")
-    shown = bool(trained.get("config", {}).get("show_source", False))
-    if shown != cfg.judge_sees_source:
-        raise ValueError(f"{record}: judge trained with show_source={shown}; set judge_sees_source={shown}")
 
 
 def train(cfg: RLConfig, log=None, log_artifact=None) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def test_pair_judge_matches_the_judge_row_by_row(smoke, show_source):
 def test_judge_must_be_queried_as_trained(smoke, tmp_path):
     import shutil
 
-    from steps.rl.train import check_judge
+    from steps.rl.reward import check_judge
 
     judge_dir = tmp_path / "judge"
     shutil.copytree(smoke / "judge", judge_dir)
