@@ -205,7 +205,7 @@ def judge_agreement(context: dg.AssetExecutionContext, config: AgreementRunConfi
         "reasons": dg.MetadataValue.json(result["reasons"]), "warnings": dg.MetadataValue.json(result["warnings"])})
 
 
-@dg.asset_check(asset=AGREEMENT, name="agreement_gate", blocking=True,
+@dg.asset_check(asset=AGREEMENT, name="agreement_gate", blocking=True, pool="judge_agreement",
                 description="On the agreement test set, every task x dimension cell at or above its threshold (paper "
                             "Table 1) with a 95% interval narrow enough to decide it.")
 def agreement_gate(project: ProjectResource) -> dg.AssetCheckResult:

@@ -10,7 +10,8 @@ CHECK_NAME = "great_expectations_suite"
 
 
 def _gx_check(key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=key, name=CHECK_NAME, blocking=True,
+    # the pool of the assets it reads (all dvc): one run never checks a dataset while the other run writes it
+    @dg.asset_check(asset=key, name=CHECK_NAME, blocking=True, pool="dvc",
                     description="GX suite: unique ids, known tasks, files readable, image/mask sizes equal, "
                                 "masks binary and non-empty, fill prompts present.")
     def _check(project: ProjectResource) -> dg.AssetCheckResult:

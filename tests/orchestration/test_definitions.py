@@ -90,3 +90,15 @@ def test_every_asset_holds_its_own_pool():
 
     settings = yaml.safe_load((REPO / "orchestration" / "dagster.yaml").read_text())["concurrency"]["pools"]
     assert settings == {"default_limit": 1, "granularity": "op"}
+
+
+def test_every_asset_check_holds_the_pool_of_the_asset_it_reads():
+    """A check is a step of its own: without a pool, one run's check read a dataset while the other run's same check
+    ran (seen in CI through the served queue, 2026-12-05). Each check holds the pool of the asset it checks."""
+    from orchestration.definitions import defs
+
+    graph = _graph()
+    checks = defs.get_repository_def().asset_checks_defs_by_key
+    assert set(checks) == set(graph.asset_check_keys) and len(checks) == 5
+    for key, check in checks.items():
+        assert check.node_def.pool == next(iter(graph.get(key.asset_key).pools)), key
