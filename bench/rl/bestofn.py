@@ -20,7 +20,7 @@ decoded picks with the source's kept pixels pasted back, re-encoded; ``latents_p
 where a latent token touches the mask and the source's encoded latents elsewhere (paste-back in latent space).
 Reported: the truth of the picks against the mean candidate, and per task the truth of full validation samples
 (the same noise for base and fine-tuned model) with the noise-free simulated annotators' net win of the tuned
-model against the base (the benchmark's tie margin, steps.evaluation.benchmark.annotator_outcome; 95% bootstrap
+model against the base (the benchmark's tie margin, steps.evaluation.netwin.annotator_outcome; 95% bootstrap
 interval over conditions), for the pasted-back output (primary) and the raw one.
 """
 
@@ -90,7 +90,7 @@ def compare(samples, base: list[dict[str, float]], tuned: list[dict[str, float]]
     """Per task: mean truth of base and tuned samples (same noise) and the annotators' net win of tuned vs base
     (good - bad over condition x dimension, noise-free, tie margin ``tie``) with a 95% bootstrap interval."""
     from bench.rl.headroom import SIGN, bootstrap
-    from steps.evaluation.benchmark import annotator_outcome
+    from steps.evaluation.netwin import annotator_outcome
 
     out = {}
     for t, task in enumerate(("fill", "extend", "removal")):

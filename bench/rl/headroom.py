@@ -20,7 +20,7 @@ delivers: the primary view) and RAW (the decoded output). Per task x dimension:
 - ``net<n>``: the simulated annotators' net win (good - bad) / N over condition x dimension of that best-of-n
   against a base sample: the default ODE sampler with independent noise, ``--ref-samples`` fresh draws per
   condition, averaged exactly over them (noise-free annotators, the benchmark's tie margin,
-  steps.evaluation.benchmark.annotator_outcome). Its 95% interval is a percentile bootstrap over conditions.
+  steps.evaluation.netwin.annotator_outcome). Its 95% interval is a percentile bootstrap over conditions.
   ``--reference within`` compares with one of the same samples instead (uniformly, possibly one in the subset,
   which the best never loses to on its own key: biased up at n close to --n-samples).
 
@@ -129,7 +129,7 @@ def best_of_weights(key: np.ndarray, n: int) -> np.ndarray:
 
 def condition_stats(scores: np.ndarray, ref: np.ndarray, ns: tuple[int, ...], tie_margin: float) -> dict:
     """One condition: scores (m, D) of the samples, ref (r, D) of the reference base samples."""
-    from steps.evaluation.benchmark import annotator_outcome
+    from steps.evaluation.netwin import annotator_outcome
 
     m, dims = scores.shape
     key = scores.mean(1)

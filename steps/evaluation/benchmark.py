@@ -15,7 +15,7 @@ Raters, each giving good / same / bad of OUR model against a system, per conditi
   No label noise (it would only blur the fractions). No human rated anything here.
 Metric keys (fractions in [0, 1], docs/DESIGN.md §8): ``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}``.
 Net win = mean over task x dimension cells of (good - bad), overall and per task, with its 95% interval from the
-per-condition outcomes (`net_win_intervals`): ``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}``.
+per-condition outcomes (steps/evaluation/netwin.py): ``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}``.
 
 Reference metrics, mean over the conditions of a task, for every system including ours:
 ``psnr/kept/<system>/<task>`` and ``ssim/kept/<system>/<task>``: outside the mask, against the source;
@@ -41,14 +41,20 @@ from typing import Any
 import numpy as np
 
 from steps.config import Profiled, field, parse_cli, resolve
+from steps.evaluation.netwin import (
+    OUTCOMES,
+    SIGN,
+    annotator_outcome,
+    gsb_metrics,
+    net_win,
+    net_win_intervals,
+    net_win_metrics,
+)
 from steps.fields import Threaded
 from steps.manifest import TASKS, Condition
 from steps.paths import TINY, ArtifactPaths
 
 RATERS = ("judge", "annotators")
-OUTCOMES = ("good", "same", "bad")
-SIGN = {"good": 1, "same": 0, "bad": -1}
-Z95 = 1.96
 PSNR_CAP = 100.0
 SIMULATED_NOTE = ("Annotator ratings are SIMULATED: the synthetic world's ground-truth scores of both outputs, "
                   "compared with a tie margin of {margin}; no human rated these images.")
@@ -218,91 +224,6 @@ def annotator_ratings(items: list[Item], ours: dict[str, np.ndarray], systems: d
                 _record(outcomes, system, c.task, c.id, dim, outcome)
     return counts
 
-
-def annotator_outcome(diff: float, tie_margin: float) -> str:
-    """The simulated annotators' verdict on ours - theirs world score: good / same (within the margin) / bad."""
-    return "good" if diff > tie_margin else "bad" if diff < -tie_margin else "same"
-
-
-def gsb_metrics(counts: dict[str, dict]) -> dict[str, float]:
-    """``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}`` fractions from {rater: counts}."""
-    metrics = {}
-    for rater, by_system in counts.items():
-        for system, by_task in by_system.items():
-            for task, by_dim in by_task.items():
-                for dim, tally in by_dim.items():
-                    n = sum(tally.values())
-                    for outcome in OUTCOMES:
-                        metrics[f"gsb/{rater}/{system}/{task}/{dim}/{outcome}"] = tally[outcome] / n
-    return metrics
-
-
-def gsb_cells(metrics: dict[str, float], rater: str, system: str) -> dict[tuple[str, str], dict[str, float]]:
-    """{(task, dimension): {good, same, bad}} for one rater and system, read back from metric keys."""
-    cells: dict[tuple[str, str], dict[str, float]] = {}
-    prefix = f"gsb/{rater}/{system}/"
-    for key, value in metrics.items():
-        if key.startswith(prefix):
-            parts = key[len(prefix):].split("/")
-            if len(parts) == 3 and parts[2] in OUTCOMES:
-                cells.setdefault((parts[0], parts[1]), {})[parts[2]] = float(value)
-    return cells
-
-
-def net_win(metrics: dict[str, float], rater: str, system: str) -> float | None:
-    """Mean over task x dimension cells of (good - bad): > 0 means ours wins overall; None without data."""
-    cells = gsb_cells(metrics, rater, system)
-    if not cells:
-        return None
-    return float(np.mean([c.get("good", 0.0) - c.get("bad", 0.0) for c in cells.values()]))
-
-
-def _net_with_interval(by_task: dict[str, dict[str, dict[str, int]]]) -> dict[str, float] | None:
-    """Net win = mean over the cells (task x dimension) of mean(outcome), with its 95% interval.
-
-    The estimate is a sum over conditions of v_c = sum over the condition's dimensions d of o_cd / (C * n_d) (C cells,
-    n_d conditions rated on d); conditions are independent draws within a task, so its variance is the sum over
-    tasks of n_task * var(v_c) (the plug-in estimate; dimensions of one condition may correlate, which this keeps)."""
-    cells = {(t, d): sum(1 for o in conds.values() if d in o) for t, conds in by_task.items()
-             for d in {d for o in conds.values() for d in o}}
-    if not cells:
-        return None
-    net, var = 0.0, 0.0
-    for task, conds in by_task.items():
-        v = np.array([sum(o[d] / (len(cells) * cells[(task, d)]) for d in o) for o in conds.values()])
-        net += float(v.sum())
-        var += len(v) * float(v.var(ddof=1)) if len(v) > 1 else float("inf")
-    half = Z95 * var ** 0.5
-    return {"value": net, "ci_low": net - half, "ci_high": net + half, "half_width": half,
-            "n_conditions": sum(len(c) for c in by_task.values())}
-
-
-def net_win_intervals(outcomes: dict[str, dict]) -> dict[str, dict[str, Any]]:
-    """{system: {"all": {value, ci_low, ci_high, half_width, n_conditions}, <task>: {...}}} from `judge_ratings` /
-    `annotator_ratings` outcomes: the net win over all cells (the promotion gate's) and per task."""
-    out = {}
-    for system, by_task in outcomes.items():
-        out[system] = {"all": _net_with_interval(by_task),
-                       **{task: _net_with_interval({task: conds}) for task, conds in by_task.items()}}
-    return out
-
-
-def net_win_metrics(intervals: dict[str, dict[str, dict]]) -> dict[str, float]:
-    """``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}`` from {rater: `net_win_intervals`}."""
-    metrics = {}
-    for rater, by_system in intervals.items():
-        for system, parts in by_system.items():
-            for part, r in parts.items():
-                key = f"net_win/{rater}/{system}" + ("" if part == "all" else f"/{part}")
-                metrics.update({f"{key}/{k}": r[k] for k in ("value", "ci_low", "ci_high")} if r else {})
-    return metrics
-
-
-def net_win_ci(metrics: dict[str, float], rater: str, system: str, task: str | None = None) -> tuple[float, float] | None:
-    """The 95% interval of a net win read back from metric keys (None when the run did not record one)."""
-    key = f"net_win/{rater}/{system}" + (f"/{task}" if task else "")
-    lo, hi = metrics.get(f"{key}/ci_low"), metrics.get(f"{key}/ci_high")
-    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 # ---------------------------------------------------------------- reference metrics

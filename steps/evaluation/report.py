@@ -9,15 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.evaluation.benchmark import (
-    DIM_SHORT,
-    OUTCOMES,
-    SIMULATED_NOTE,
-    Item,
-    gsb_cells,
-    net_win,
-    net_win_ci,
-)
+from steps.evaluation.benchmark import DIM_SHORT, SIMULATED_NOTE, Item
+from steps.evaluation.netwin import OUTCOMES, gsb_cells, net_win, net_win_ci
 from steps.manifest import TASKS
 
 

@@ -50,7 +50,7 @@ def promotion_gate(metrics: dict[str, float] | None, champion_version: str | Non
                    gate: GateConfig = GateConfig()) -> Verdict:
     """Pass when, for every rater present, the net win against the base (and the current champion, if any)
     exceeds ``min_net_win`` and no task x dimension is worse than the champion by more than ``max_drop``."""
-    from steps.evaluation.benchmark import gsb_cells, net_win, net_win_ci
+    from steps.evaluation.netwin import gsb_cells, net_win, net_win_ci
 
     if not metrics:
         return Verdict(False, ["no benchmark results: nothing to judge the new version by"])
