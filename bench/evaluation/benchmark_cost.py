@@ -23,13 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.benchlib import REPO, machine, machine_line  # noqa: E402
+from steps.paths import ArtifactPaths  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
+    tiny = ArtifactPaths(REPO, "tiny")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--benchmark", default=str(REPO / "data" / "tiny" / "benchmark"))
-    ap.add_argument("--base-dir", default=str(REPO / "foundations" / "tiny" / "base"))
-    ap.add_argument("--judge-dir", default=str(REPO / "foundations" / "tiny" / "judge"))
+    ap.add_argument("--benchmark", default=str(tiny.benchmark))
+    ap.add_argument("--base-dir", default=str(tiny.foundations / "base"))
+    ap.add_argument("--judge-dir", default=str(tiny.foundations / "judge"))
     ap.add_argument("--per-task", type=int, default=50)
     ap.add_argument("--systems", type=int, default=7, help="competitor systems the report rates ours against")
     ap.add_argument("--models", type=int, default=3, help="model systems sampled (base, static, dynamic)")
