@@ -44,7 +44,7 @@ from steps.training.recipe import Recipe, due, progress, run_cli
 JUDGE_RESUME_MUST_MATCH = ("profile", "init_dir", "seed", "world_pool", "pool_size", "train_dir", "steps", "batch_size", "lr",
                            "warmup", "weight_decay", "label_temperature", "anchor_fraction", "anchor_prob_early", "anchor_prob_late",
                            "texture_share", "candidate_share", "candidates", "adv_share", "adv_rms", "adv_steps",
-                           "show_source", "flatten_share")
+                           "show_source", "flatten_share", "grid", "tasks")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class JudgePretrainConfig(Profiled, Optimiser, Batched, Checkpoints, Attack, Sho
     grid: int = field(1, "a fresh judge is shown its images this many times larger (a finer token grid: each "
                          "vision patch covers 1/grid^2 of the pixels; steps.foundations.grow.upsample_judge); "
                          "a judge from init_dir keeps its own")
+    tasks: tuple[str, ...] = field((), "only these tasks' conditions, in training and the held-out curve (a diagnostic, "
+                                       "e.g. [removal]; empty: all)")
     eval_conditions: int = field(300, "held-out conditions for the accuracy curve")
     eval_every: int = field(250, "held-out accuracy every N steps (and at the end); 0 = end only")
 
@@ -85,6 +87,10 @@ class JudgePretrainConfig(Profiled, Optimiser, Batched, Checkpoints, Attack, Sho
         for name in ("texture_share", "candidate_share", "adv_share", "flatten_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        from steps.manifest import TASKS
+
+        if set(self.tasks) - set(TASKS):
+            raise ValueError(f"tasks: unknown {sorted(set(self.tasks) - set(TASKS))}; expected some of {TASKS}")
         if self.grid < 1:
             raise ValueError(f"grid must be >= 1, got {self.grid}")
         if self.label_temperature <= 0 or self.adv_rms < 0 or self.adv_steps < 0:
@@ -132,6 +138,13 @@ def evaluate_pairs(judge, held, batch: int = 64, show_source: bool = False) -> d
 
 
 def _samples(cfg: JudgePretrainConfig, size: int):
+    train, held = _all_samples(cfg, size)
+    if cfg.tasks:
+        train, held = ([s for s in part if s.task in cfg.tasks] for part in (train, held))
+    return train, held
+
+
+def _all_samples(cfg: JudgePretrainConfig, size: int):
     from steps.training.draws import FOUNDATION_INDEX_OFFSET, world_pool
 
     if cfg.world_pool:

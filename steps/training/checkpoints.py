@@ -64,10 +64,12 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 
 def check_resume(folder: Path, saved: dict[str, Any] | None, current: dict[str, Any], fields: tuple[str, ...],
                  remedy: str = "") -> None:
-    """Refuse to resume a checkpoint written with other values of ``fields`` (the schedule, the data)."""
+    """Refuse to resume a checkpoint written with other values of ``fields`` (the schedule, the data). Values compare
+    as JSON stores them (a tuple as a list); a field the checkpoint's code did not have yet is not compared."""
     if not saved:
         return
-    changed = {k: (saved.get(k), current.get(k)) for k in fields if saved.get(k) != current.get(k)}
+    now = json.loads(json.dumps({k: current.get(k) for k in fields}))
+    changed = {k: (saved.get(k), now[k]) for k in fields if k in saved and saved[k] != now[k]}
     if changed:
         remedy = remedy or f"use another checkpoint_dir or delete {folder.parent}"
         raise ValueError(f"{folder}: cannot resume, config field(s) differ from the checkpoint's "

@@ -65,3 +65,18 @@ def test_cadence_and_progress():
     assert not due(3, 0) and due(3, 0, 3)
     bar = progress(range(3, 10), "x", disable=True)
     assert bar.n == 3 and bar.total == 10 and list(bar) == list(range(3, 10))
+
+
+def test_check_resume_compares_values_as_json_stores_them(tmp_path):
+    """A tuple field saved as a JSON list is the same value; another value is refused with both shown; a field the
+    checkpoint's code did not have yet is not compared."""
+    import pytest
+
+    from steps.training.checkpoints import check_resume
+
+    saved = {"tasks": ["removal"], "grid": 2, "lr": 1e-3}
+    check_resume(tmp_path, saved, {"tasks": ("removal",), "grid": 2, "lr": 1e-3, "new": 5}, ("tasks", "grid", "new"))
+    with pytest.raises(ValueError, match=r"'grid': \(2, 1\)"):
+        check_resume(tmp_path, saved, {"tasks": ("removal",), "grid": 1}, ("tasks", "grid"))
+    with pytest.raises(ValueError, match="tasks"):
+        check_resume(tmp_path, saved, {"tasks": (), "grid": 2}, ("tasks", "grid"))
