@@ -1,6 +1,7 @@
 """What the benchmark costs per condition, part by part, and so what a decisive benchmark would cost the run.
 
     python bench/evaluation/benchmark_cost.py --per-task 50 --systems 7 --target 385 601
+    python bench/evaluation/benchmark_cost.py --per-task 50 --systems 7 --target 400 --judge-per-task 50 --judge-all 1
 
 Times, on the first ``--per-task`` conditions of each task of the tiny benchmark split, in one process with one
 torch thread: every classical competitor, one model system's sampling (the foundation base: every model system
@@ -10,6 +11,8 @@ per-condition costs by ``--target`` conditions per task (385: a net win's 95% in
 outcome mix; 601: extend, whose text_alignment covers half its conditions) and by ``--systems`` rated systems
 (tiny: 5 classical + base + static + dynamic, minus ours = 7), and prints the table with the machine. Linear in
 conditions: every part is a loop over conditions (the judge and the sampler in fixed batches).
+``--judge-per-task N --judge-all K`` projects the benchmark's `judge_per_task`: the judge rates K systems (the promotion
+gate's opponents: base, and the champion once there is one) on every condition and the others on the first N per task.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--per-task", type=int, default=50)
     ap.add_argument("--systems", type=int, default=7, help="competitor systems the report rates ours against")
     ap.add_argument("--models", type=int, default=3, help="model systems sampled (base, static, dynamic)")
-    ap.add_argument("--target", type=int, nargs="+", default=[385, 601])
+    ap.add_argument("--target", type=int, nargs="+", default=[400], help="conditions per task (tiny: 390/420/390)")
+    ap.add_argument("--judge-per-task", type=int, default=0,
+                    help="the judge rates systems beyond --judge-all on the first N conditions per task (0: all)")
+    ap.add_argument("--judge-all", type=int, default=1, help="systems the judge rates on every condition")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
@@ -98,11 +104,24 @@ def main(argv: list[str] | None = None) -> dict:
             "|---|---|---|" + "---|" * len(args.target)]
     for k, v in times.items():
         rows.append(f"| {k} | {v:.1f} | {1000 * v / n:.1f} | |" + " |" * (len(args.target) - 1))
+    judge_key = f"judge ratings (x{args.systems} systems)"
+    if args.judge_per_task:
+        judge_key = (f"judge ratings ({args.judge_all} system(s) on all, {args.systems - args.judge_all} on the first "
+                     f"{args.judge_per_task}/task)")
+        per_cond[judge_key] = per_cond.pop(f"judge ratings (x{args.systems} systems)")
+
+    def projected(part: str, v: float, per_task: int) -> float:
+        """Seconds of this part at ``per_task`` conditions per task (v: its cost per condition, all systems)."""
+        if part != judge_key or not args.judge_per_task:
+            return v * 3 * per_task
+        one = v / args.systems  # one system, one condition
+        return one * 3 * (args.judge_all * per_task + (args.systems - args.judge_all) * min(args.judge_per_task, per_task))
+
     total = {t: 0.0 for t in args.target}
     for k, v in per_cond.items():
         cells = []
         for t in args.target:
-            s = v * 3 * t
+            s = projected(k, v, t)
             total[t] += s
             cells.append(f"{s:.0f}")
         rows.append(f"| **{k}** | | {1000 * v:.1f} | " + " | ".join(cells) + " |")

@@ -26,9 +26,12 @@ from steps.io import atomic_dir, write_png
 from steps.manifest import read_manifest, write_manifest
 
 BENCHMARK_INDEX_OFFSET = 1_000_000  # benchmark samples use indices no train sample can have
+BENCHMARK_TASK_STRIDE = 100_000  # task t's benchmark condition i is world index OFFSET + t * STRIDE + i: growing one
+# task's count keeps every condition already drawn (fill, extend, removal at t = 0, 1, 2)
 # validation samples (what selects or stops during training: the RL guard, release selection) use indices no
 # train or benchmark sample has, so nothing chosen during training has seen the benchmark
 VALIDATION_INDEX_OFFSET = 3_000_000
+BENCHMARK_TASKS = ("fill", "extend", "removal")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class DatasetConfig(Profiled, TaskMix, Seeded):
     size: int = field(64, "image side in pixels (multiple of 8)")
     n_train: int = field(2000, "training conditions (tasks drawn with task_probs)")
     n_benchmark_per_task: int = field(50, "held-out benchmark conditions per task")
+    n_benchmark_by_task: dict[str, int] = field({}, "per-task benchmark counts over n_benchmark_per_task "
+                                                   "({extend: 430}: sized for the width of its net win's interval)")
     n_validation_per_task: int = field(50, "validation conditions per task (RL guard and release selection; "
                                            "disjoint from the benchmark)")
     text_fraction: float = field(0.2, "share of fill conditions that ask for a quoted word")
@@ -51,6 +56,12 @@ class DatasetConfig(Profiled, TaskMix, Seeded):
             raise ValueError(f"size must be a multiple of 8 and >= 16, got {self.size}")
         if self.n_train < 1 or self.n_benchmark_per_task < 1 or self.n_validation_per_task < 1:
             raise ValueError("n_train, n_benchmark_per_task and n_validation_per_task must be >= 1")
+        unknown = sorted(set(self.n_benchmark_by_task) - set(BENCHMARK_TASKS))
+        if unknown:
+            raise ValueError(f"n_benchmark_by_task: unknown task(s) {unknown}; expected some of {BENCHMARK_TASKS}")
+        if not all(1 <= int(n) <= BENCHMARK_TASK_STRIDE for n in self.n_benchmark_by_task.values()):
+            raise ValueError(f"n_benchmark_by_task: every count must lie in [1, {BENCHMARK_TASK_STRIDE}], "
+                             f"got {dict(self.n_benchmark_by_task)}")
         probs = (self.fill_prob, self.extend_prob, self.removal_prob)
         if min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
             raise ValueError(f"task probabilities must be >= 0 and sum to 1, got {probs}")
@@ -61,6 +72,10 @@ class DatasetConfig(Profiled, TaskMix, Seeded):
         return WorldConfig(size=self.size, seed=self.seed, text_fraction=self.text_fraction,
                            extend_prompt_fraction=self.extend_prompt_fraction)
 
+    def benchmark_per_task(self) -> dict[str, int]:
+        """{task: benchmark conditions}: n_benchmark_per_task, overridden per task by n_benchmark_by_task."""
+        return {t: int(self.n_benchmark_by_task.get(t, self.n_benchmark_per_task)) for t in BENCHMARK_TASKS}
+
     @property
     def task_probs(self) -> tuple[tuple[str, float], ...]:
         return (("fill", self.fill_prob), ("extend", self.extend_prob), ("removal", self.removal_prob))
@@ -68,6 +83,23 @@ class DatasetConfig(Profiled, TaskMix, Seeded):
     @classmethod
     def path_defaults(cls, paths, **context: Any) -> dict[str, Any]:
         return {}
+
+
+def benchmark_index(task: str, i: int) -> int:
+    """The world index of a task's i-th benchmark condition (its band: BENCHMARK_TASK_STRIDE wide)."""
+    return BENCHMARK_INDEX_OFFSET + BENCHMARK_TASKS.index(task) * BENCHMARK_TASK_STRIDE + i
+
+
+def benchmark_half_widths(cfg: DatasetConfig) -> dict[str, float]:
+    """{task: the widest 95% half-width its net win can have} on the benchmark this config draws, whatever the
+    ratings (steps.evaluation.netwin.worst_case_half_width over each condition's dimensions; no file written)."""
+    from steps.evaluation.netwin import worst_case_half_width
+    from steps.vocabulary import dimensions_for
+    from steps.world import make_sample
+
+    world = cfg.world()
+    return {task: worst_case_half_width([dimensions_for(task, make_sample(world, benchmark_index(task, i), task).prompt)
+                                         for i in range(n)]) for task, n in cfg.benchmark_per_task().items()}
 
 
 def _write_sample(root: Path, sample) -> dict[str, Any]:
@@ -100,8 +132,8 @@ def build_world(cfg: DatasetConfig, out: str | os.PathLike) -> dict[str, int]:
     tasks = rng.choice([t for t, _ in cfg.task_probs], size=cfg.n_train, p=[p for _, p in cfg.task_probs])
     train = (make_sample(world, i, str(task)) for i, task in enumerate(tasks))
     n_train = write_split(out / "train", train, "train split")
-    bench = (make_sample(world, BENCHMARK_INDEX_OFFSET + t * cfg.n_benchmark_per_task + i, task)
-             for t, task in enumerate(("fill", "extend", "removal")) for i in range(cfg.n_benchmark_per_task))
+    bench = (make_sample(world, benchmark_index(task, i), task)
+             for task, n in cfg.benchmark_per_task().items() for i in range(n))
     n_bench = write_split(out / "benchmark", bench, "benchmark split")
     val = (make_sample(world, VALIDATION_INDEX_OFFSET + t * cfg.n_validation_per_task + i, task)
            for t, task in enumerate(("fill", "extend", "removal")) for i in range(cfg.n_validation_per_task))

@@ -9,6 +9,9 @@ Raters, each giving good / same / bad of OUR model against a system, per conditi
 - ``judge``: the VLM judge asked both ways round. good when P(Yes | ours first) > 0.5 AND
   P(Yes | theirs first) < 0.5; bad when the reverse; same when the two orders disagree (a judge that
   only prefers whichever image comes first says "same" everywhere: position bias cancels).
+  With ``judge_per_task`` set, the judge rates the systems outside ``judge_all_systems`` (the promotion gate's
+  opponents: base, champion) on the first N conditions of each task only: its ratings are the benchmark's costliest part
+  (docs/BENCHMARKS.md), and those comparisons decide nothing; their n and wider intervals are shown.
 - ``annotators``: SIMULATED annotators, only where ground truth exists (synthetic conditions,
   ``meta.source == "synthetic"``): the world's per-dimension scores (steps.world.score) of the two
   outputs; good when ours is higher by more than ``tie_margin``, bad when lower by more, same otherwise.
@@ -80,12 +83,16 @@ class BenchmarkConfig(Profiled, Threaded):
     judge_batch: int = field(32, "comparisons per judge forward pass (each asked in both orders)")
     grid_rows: int = field(4, "conditions per task in the sample grids")
     limit_per_task: int = field(0, "use only the first N conditions of each task (0: all)")
+    judge_per_task: int = field(0, "the judge rates systems outside judge_all_systems on the first N conditions of "
+                                   "each task only (0: all); the annotators rate every condition")
+    judge_all_systems: tuple[str, ...] = field(("base", "champion"), "systems the judge rates on every condition: "
+                                                                      "the promotion gate's opponents")
 
     def __post_init__(self):
         if not 0 <= self.tie_margin < 1:
             raise ValueError(f"tie_margin must lie in [0, 1), got {self.tie_margin}")
-        if self.judge_batch < 1 or self.grid_rows < 0 or self.limit_per_task < 0:
-            raise ValueError("judge_batch must be >= 1, grid_rows and limit_per_task >= 0")
+        if self.judge_batch < 1 or self.grid_rows < 0 or self.limit_per_task < 0 or self.judge_per_task < 0:
+            raise ValueError("judge_batch must be >= 1, grid_rows, limit_per_task and judge_per_task >= 0")
         if self.ours in self.systems:
             raise ValueError(f"ours ({self.ours!r}) cannot also be a competitor in systems")
 
@@ -152,6 +159,16 @@ def limit(conditions: list[Condition], per_task: int) -> list[Condition]:
             kept.append(c)
             seen[c.task] = seen.get(c.task, 0) + 1
     return kept
+
+
+def worst_half_widths(conditions: list[Condition]) -> dict[str, float]:
+    """{task: the widest 95% half-width its net win can have on these conditions}, whatever the ratings
+    (steps.evaluation.netwin.worst_case_half_width: what the benchmark's size guarantees)."""
+    from steps.evaluation.netwin import worst_case_half_width
+    from steps.vocabulary import dimensions_for
+
+    return {t: worst_case_half_width([dimensions_for(c.task, c.prompt) for c in conditions if c.task == t])
+            for t in TASKS if any(c.task == t for c in conditions)}
 
 
 # ---------------------------------------------------------------- raters
@@ -301,8 +318,14 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
     from steps.judge.train import trained_with_source
 
     outcomes: dict[str, dict] = {"judge": {}}
-    counts = {"judge": judge_ratings(judge, items, ours, outputs, cfg.judge_batch, trained_with_source(cfg.judge_dir),
-                                     outcomes["judge"])}
+    shows_source = trained_with_source(cfg.judge_dir)
+    everywhere = {s: o for s, o in outputs.items() if s in cfg.judge_all_systems or not cfg.judge_per_task}
+    first = {s: o for s, o in outputs.items() if s not in everywhere}
+    judged = {c.id for c in limit(conditions, cfg.judge_per_task)}
+    counts = {"judge": judge_ratings(judge, items, ours, everywhere, cfg.judge_batch, shows_source, outcomes["judge"])}
+    if first:
+        counts["judge"].update(judge_ratings(judge, [it for it in items if it.condition.id in judged], ours, first,
+                                             cfg.judge_batch, shows_source, outcomes["judge"]))
     if any(it.sample is not None for it in items):
         outcomes["annotators"] = {}
         counts["annotators"] = annotator_ratings(items, ours, outputs, cfg.tie_margin, outcomes["annotators"])
@@ -317,10 +340,11 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
         raw_metrics = gsb_metrics({"annotators": raw_counts})
         net_win_raw = {"annotators": {s: net_win(raw_metrics, "annotators", s) for s in systems}}
     n_by_task = {t: sum(c.task == t for c in conditions) for t in TASKS if any(c.task == t for c in conditions)}
+    widest = worst_half_widths(conditions)
     from steps.evaluation.report import markdown_summary, sample_grid, task_chart
 
     markdown = markdown_summary(metrics, split, cfg.ours, systems, raters, n_by_task, cfg.tie_margin,
-                                pasted=cfg.paste_back, net_win_raw=net_win_raw)
+                                pasted=cfg.paste_back, net_win_raw=net_win_raw, widest=widest)
 
     out = Path(cfg.out_dir)
     title = f"{split}"
@@ -335,7 +359,8 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
             "split": split, "benchmark": str(manifest), "ours": cfg.ours, "systems": systems, "raters": raters,
             "n_conditions": len(conditions), "n_by_task": n_by_task, "counts": counts, "metrics": metrics,
             "net_win": {r: {s: net_win(metrics, r, s) for s in systems} for r in raters},
-            "net_win_ci95": intervals, "outputs_rated": "pasted back" if cfg.paste_back else "raw",
+            "net_win_ci95": intervals, "net_win_widest_half_width": widest,
+            "outputs_rated": "pasted back" if cfg.paste_back else "raw",
             "net_win_raw": net_win_raw,
             "annotators_simulated": "annotators" in raters,
             "note": SIMULATED_NOTE.format(margin=cfg.tie_margin) if "annotators" in raters else "",

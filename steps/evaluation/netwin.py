@@ -3,7 +3,7 @@
 The raters (steps/evaluation/benchmark.py) give one outcome per condition and dimension of OUR model against a
 system; this module turns them into metric keys (docs/DESIGN.md §8) and reads them back, for the report
 (steps/evaluation/report.py) and the promotion gate (steps/registry/gates.py):
-``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}`` and ``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}``.
+``gsb/<rater>/<system>/<task>/<dimension>/{good,same,bad}`` and ``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high,n_conditions}``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,24 @@ def _net_with_interval(by_task: dict[str, dict[str, dict[str, int]]]) -> dict[st
             "n_conditions": sum(len(c) for c in by_task.values())}
 
 
+def worst_case_half_width(dims: list[tuple[str, ...]]) -> float:
+    """The widest 95% half-width `_net_with_interval` can report for one task whose conditions are rated on these
+    dimensions (one tuple per condition), whatever the outcomes: the sizes a benchmark needs come from it.
+
+    Each condition's term v_c = sum over its dimensions d of o_cd / (C n_d) is at most m_c = sum_d 1 / (C n_d) in size,
+    and the sample variance (ddof 1) of the v_c is at most n / (n - 1) times their mean square, so the half-width is
+    at most Z95 * sqrt(n^2 / (n - 1) * mean(m_c^2)); outcomes split evenly between +1 and -1 on every dimension reach it."""
+    n = len(dims)
+    if n < 2:
+        return float("inf")
+    n_d: dict[str, int] = {}
+    for ds in dims:
+        for d in ds:
+            n_d[d] = n_d.get(d, 0) + 1
+    m = np.array([sum(1.0 / (len(n_d) * n_d[d]) for d in ds) for ds in dims])
+    return float(Z95 * (n * n / (n - 1) * float(np.mean(m * m))) ** 0.5)
+
+
 def net_win_intervals(outcomes: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """{system: {"all": {value, ci_low, ci_high, half_width, n_conditions}, <task>: {...}}} from `judge_ratings` /
     `annotator_ratings` outcomes: the net win over all cells (the promotion gate's) and per task."""
@@ -86,13 +104,13 @@ def net_win_intervals(outcomes: dict[str, dict]) -> dict[str, dict[str, Any]]:
 
 
 def net_win_metrics(intervals: dict[str, dict[str, dict]]) -> dict[str, float]:
-    """``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high}`` from {rater: `net_win_intervals`}."""
+    """``net_win/<rater>/<system>[/<task>]/{value,ci_low,ci_high,n_conditions}`` from {rater: `net_win_intervals`}."""
     metrics = {}
     for rater, by_system in intervals.items():
         for system, parts in by_system.items():
             for part, r in parts.items():
                 key = f"net_win/{rater}/{system}" + ("" if part == "all" else f"/{part}")
-                metrics.update({f"{key}/{k}": r[k] for k in ("value", "ci_low", "ci_high")} if r else {})
+                metrics.update({f"{key}/{k}": r[k] for k in ("value", "ci_low", "ci_high", "n_conditions")} if r else {})
     return metrics
 
 

@@ -77,18 +77,21 @@ def _pct(cell: dict[str, float] | None) -> str:
     return "/".join(f"{100 * cell.get(k, 0.0):.0f}" for k in OUTCOMES)
 
 
-def _net(metrics: dict[str, float], rater: str, system: str, task: str | None = None) -> str:
-    """A net win with its 95% interval: ``+0.12 [+0.05, +0.19]``."""
+def _net(metrics: dict[str, float], rater: str, system: str, task: str | None = None, n_all: int | None = None) -> str:
+    """A net win with its 95% interval: ``+0.12 [+0.05, +0.19]``, and its n when fewer than ``n_all`` were rated."""
     value = metrics.get(f"net_win/{rater}/{system}/{task}/value") if task else net_win(metrics, rater, system)
     if value is None:
         return "-"
     ci = net_win_ci(metrics, rater, system, task)
-    return f"{value:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+    n = metrics.get(f"net_win/{rater}/{system}" + (f"/{task}" if task else "") + "/n_conditions")
+    fewer = n is not None and n_all is not None and int(n) < n_all
+    return f"{value:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]") + (f" (n={int(n)})" if fewer else "")
 
 
 def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: list[str], raters: list[str],
                      n_by_task: dict[str, int], tie_margin: float, pasted: bool = False,
-                     net_win_raw: dict[str, dict[str, float | None]] | None = None) -> str:
+                     net_win_raw: dict[str, dict[str, float | None]] | None = None,
+                     widest: dict[str, float] | None = None) -> str:
     from steps.vocabulary import DIMENSIONS
 
     n = sum(n_by_task.values())
@@ -97,7 +100,11 @@ def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: 
              f"{n} conditions ({', '.join(f'{t} {k}' for t, k in n_by_task.items())}). Cells: good/same/bad in % "
              f"= share of conditions where `{ours}` is better / tied / worse than the system; net = mean of "
              "(good - bad) over the cells, with its 95% interval [low, high] over conditions.",
-             "Judge: asked both ways round; good/bad only when both orders agree, otherwise same.",
+             "Judge: asked both ways round; good/bad only when both orders agree, otherwise same. Where it rated a "
+             "system on fewer conditions, the net win shows its n.",
+             *([f"On all conditions, whatever the ratings, a task's net win is within +-"
+                f"{max(widest.values()):.2f} at 95% ({', '.join(f'{t} +-{w:.3f}' for t, w in widest.items())})."]
+               if widest else []),
              ("Outputs are rated as users get them: every system's kept pixels PASTED BACK (as the registered model and "
               "`steps.registry.infer` return them); kept-region PSNR/SSIM are of the raw outputs, so they measure drift."
               if pasted else
@@ -121,13 +128,13 @@ def markdown_summary(metrics: dict[str, float], split: str, ours: str, systems: 
                   "|---|" + "---|" * (len(cells) + 1)]
         for s in systems:
             got = gsb_cells(metrics, rater, s)
-            lines.append(f"| {s} | " + " | ".join(_pct(got.get(cell)) for cell in cells) + f" | {_net(metrics, rater, s)} |")
+            lines.append(f"| {s} | " + " | ".join(_pct(got.get(cell)) for cell in cells) + f" | {_net(metrics, rater, s, n_all=n)} |")
     tasks = [t for t in TASKS if n_by_task.get(t)]
     for rater in raters:
         heading = "Simulated annotators (SIMULATED labels)" if rater == "annotators" else "Judge"
         lines += ["", f"### {heading}: net win per task, 95% interval", "",
                   "| system | " + " | ".join(f"{t} (n={n_by_task[t]})" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
-        lines += [f"| {s} | " + " | ".join(_net(metrics, rater, s, t) for t in tasks) + " |" for s in systems]
+        lines += [f"| {s} | " + " | ".join(_net(metrics, rater, s, t, n_by_task[t]) for t in tasks) + " |" for s in systems]
     lines += ["", "### Reference metrics: PSNR (dB) / SSIM, kept region vs source | filled region vs target", "",
               "| system | " + " | ".join(f"{t} PSNR kept/filled | {t} SSIM kept/filled" for t in tasks) + " |",
               "|---|" + "---|" * (2 * len(tasks))]

@@ -15,7 +15,12 @@ from steps.data.agreement_set import (
     read_summary,
     summary_markdown,
 )
-from steps.data.datasets import BENCHMARK_INDEX_OFFSET, VALIDATION_INDEX_OFFSET, DatasetConfig
+from steps.data.datasets import (
+    BENCHMARK_INDEX_OFFSET,
+    BENCHMARK_TASK_STRIDE,
+    VALIDATION_INDEX_OFFSET,
+    DatasetConfig,
+)
 from steps.judge.agreement import PAPER_THRESHOLDS, load_agreement_test, load_preference_data
 from steps.manifest import read_manifest
 from steps.training.draws import FOUNDATION_INDEX_OFFSET
@@ -50,11 +55,12 @@ def test_world_index_ranges_cannot_overlap(profile):
     their own band of one million, for the profile's sizes (the ids are task-index, so ids cannot collide either)."""
     data = DatasetConfig.for_profile(profile, REPO)
     test = AgreementSetConfig.for_profile(profile, REPO)
-    bands = [(0, data.n_train), (BENCHMARK_INDEX_OFFSET, BENCHMARK_INDEX_OFFSET + 3 * data.n_benchmark_per_task),
+    bands = [(0, data.n_train), (BENCHMARK_INDEX_OFFSET, BENCHMARK_INDEX_OFFSET + 3 * BENCHMARK_TASK_STRIDE),
              (FOUNDATION_INDEX_OFFSET, FOUNDATION_INDEX_OFFSET + 1_000_000),
              (VALIDATION_INDEX_OFFSET, VALIDATION_INDEX_OFFSET + 3 * data.n_validation_per_task),
              (AGREEMENT_INDEX_OFFSET, AGREEMENT_INDEX_OFFSET + 3 * AGREEMENT_TASK_STRIDE)]
     assert all(hi <= 1_000_000 + lo for lo, hi in bands) and max(test.per_task.values()) <= AGREEMENT_TASK_STRIDE
+    assert max(data.benchmark_per_task().values()) <= BENCHMARK_TASK_STRIDE
     for (lo_a, hi_a), (lo_b, _) in zip(sorted(bands), sorted(bands)[1:]):
         assert hi_a <= lo_b
     # the world the test set is drawn from is the profile's

@@ -12,6 +12,8 @@ from steps.config import ConfigError, from_dict
 from steps.data.datasets import DatasetConfig, build_photos, build_world
 from steps.manifest import read_manifest
 
+REPO = Path(__file__).resolve().parents[3]
+
 
 def tree_digest(root: Path) -> str:
     h = hashlib.md5()
@@ -39,6 +41,26 @@ def test_world_splits_are_deterministic_and_complete(tmp_path):
     val = read_manifest(tmp_path / "a" / "validation" / "manifest.jsonl")
     assert [c.task for c in val] == ["fill", "extend", "removal"]
     assert not {c.id for c in val} & (train_ids | {c.id for c in bench}), "validation is disjoint from both"
+
+
+def test_benchmark_counts_per_task_and_growing_one_keeps_what_was_drawn(tmp_path):
+    """n_benchmark_by_task sets one task's count; a task's conditions sit in their own band of world indices, so
+    growing it keeps every condition (and its pixels) it had and changes no other task's."""
+    small = DatasetConfig(size=32, n_train=2, n_benchmark_per_task=2, n_validation_per_task=1)
+    grown = DatasetConfig(size=32, n_train=2, n_benchmark_per_task=2, n_validation_per_task=1,
+                          n_benchmark_by_task={"extend": 4})
+    assert grown.benchmark_per_task() == {"fill": 2, "extend": 4, "removal": 2}
+    build_world(small, tmp_path / "s")
+    assert build_world(grown, tmp_path / "g")["benchmark"] == 8
+    before = {c.id: c for c in read_manifest(tmp_path / "s" / "benchmark" / "manifest.jsonl")}
+    after = {c.id: c for c in read_manifest(tmp_path / "g" / "benchmark" / "manifest.jsonl")}
+    assert set(before) < set(after) and sum(c.task == "extend" for c in after.values()) == 4
+    for cid, c in before.items():
+        assert c.prompt == after[cid].prompt and c.image.read_bytes() == after[cid].image.read_bytes()
+    with pytest.raises(ValueError, match="unknown task"):
+        DatasetConfig(n_benchmark_by_task={"inpaint": 3})
+    with pytest.raises(ValueError, match="every count"):
+        DatasetConfig(n_benchmark_by_task={"fill": 0})
 
 
 def test_load_samples_limits_read_only_the_kept_conditions(tmp_path, monkeypatch):
@@ -108,3 +130,14 @@ def test_a_bad_key_in_the_file_names_file_line_and_field(tmp_path):
     with pytest.raises(ConfigError, match=r"mine.yaml:3 \(datasets.n_trian\): unknown field 'n_trian'"):
         datasets.main(["world", "--config", str(params), "--key", "datasets", "--out", str(tmp_path / "d")])
     assert not (tmp_path / "d").exists()
+
+
+def test_tiny_benchmark_sizes_come_from_the_width():
+    """tiny's benchmark: every task's net win has a 95% interval of at most +-0.10 whatever the ratings (issue 23);
+    50 per task, the old size, could be +-0.28 wide."""
+    from steps.evaluation.netwin import worst_case_half_width
+
+    cfg = DatasetConfig.for_profile("tiny", REPO)
+    widths = datasets.benchmark_half_widths(cfg)
+    assert set(widths) == {"fill", "extend", "removal"} and max(widths.values()) <= 0.10
+    assert worst_case_half_width([("removal_quality",)] * 50) > 0.27

@@ -97,6 +97,28 @@ def test_truth_outscores_grey_by_judge_and_simulated_annotators(world, tmp_path)
     assert "psnr/kept/reflect/fill" not in m and "psnr/kept/reflect/extend" in m
 
 
+def test_judge_rates_the_gates_opponents_everywhere_and_the_rest_on_the_first_conditions(world, tmp_path):
+    """judge_per_task: the judge rates systems outside judge_all_systems on the first N conditions of each task; the
+    systems the promotion gate reads on all of them; the annotators every system on all; the report shows the n."""
+    root, conditions = world
+    judge = TruthJudge([read_rgb(c.target) for c in conditions])
+    result = run_benchmark(_cfg(root, tmp_path, judge_per_task=1, judge_all_systems=("grey",)), judge=judge)
+    m = result["metrics"]
+    assert m["net_win/judge/grey/fill/n_conditions"] == 2 and m["net_win/judge/telea/fill/n_conditions"] == 1
+    assert m["net_win/judge/telea/n_conditions"] == 3 and m["net_win/annotators/telea/n_conditions"] == 6
+    assert m["net_win/judge/reflect/extend/n_conditions"] == 1
+    # the judge's ratings on the rated conditions are the same as on the full run's
+    full = run_benchmark(_cfg(root, tmp_path / "full", judge_per_task=1, judge_all_systems=("grey", "telea")),
+                         judge=judge)["metrics"]
+    assert full["net_win/judge/telea/fill/n_conditions"] == 2
+    assert {k: v for k, v in m.items() if k.startswith("gsb/judge/grey/")} == \
+        {k: v for k, v in full.items() if k.startswith("gsb/judge/grey/")}
+    assert "(n=1)" in result["markdown"]
+    # two removal conditions, one dimension: +-1.96 / sqrt(2 - 1) at worst, in the report and its summary
+    assert result["net_win_widest_half_width"]["removal"] == pytest.approx(1.96)
+    assert "removal +-1.960" in result["markdown"]
+
+
 def test_position_bias_cancels_to_same(world, tmp_path):
     root, _ = world
     result = run_benchmark(_cfg(root, tmp_path, systems=("telea",)), judge=FirstBiasedJudge())

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steps.evaluation.netwin import annotator_outcome, gsb_cells, gsb_metrics, net_win, net_win_intervals
+from steps.evaluation.netwin import (
+    annotator_outcome,
+    gsb_cells,
+    gsb_metrics,
+    net_win,
+    net_win_intervals,
+    worst_case_half_width,
+)
 
 
 def test_net_win_reads_metric_keys():
@@ -40,3 +47,23 @@ def test_net_win_interval_is_the_mean_over_cells_with_its_95_percent_width():
 
 def test_annotator_outcome_uses_the_tie_margin_on_both_sides():
     assert [annotator_outcome(d, 0.02) for d in (0.03, 0.02, 0.0, -0.02, -0.03)] == ["good", "same", "same", "same", "bad"]
+
+
+def test_worst_case_half_width_bounds_every_outcome_and_is_reached():
+    """The bound holds for random outcomes and is reached by outcomes split evenly between +1 and -1 on every
+    dimension; one dimension needs 386 conditions for +-0.10 (1.96 / sqrt(n - 1)); extend's text cell on a share of
+    the conditions widens it."""
+    rng = np.random.default_rng(1)
+    dims = [("aesthetics", "structure", "text_alignment") if rng.random() < 0.4 else ("aesthetics", "structure")
+            for _ in range(300)]
+    bound = worst_case_half_width(dims)
+    for _ in range(20):
+        p = rng.dirichlet([1, 1, 1])
+        conds = {f"c{i}": {d: int(rng.choice([-1, 0, 1], p=p)) for d in ds} for i, ds in enumerate(dims)}
+        assert net_win_intervals({"s": {"extend": conds}})["s"]["extend"]["half_width"] <= bound + 1e-12
+    even = {f"c{i}": {d: (-1) ** i for d in ds} for i, ds in enumerate(dims)}
+    assert net_win_intervals({"s": {"extend": even}})["s"]["extend"]["half_width"] == pytest.approx(bound, rel=1e-3)
+    single = [("removal_quality",)]
+    assert worst_case_half_width(single * 385) > 0.10 >= worst_case_half_width(single * 386)
+    assert worst_case_half_width(single * 386) == pytest.approx(1.96 / np.sqrt(385))
+    assert bound > worst_case_half_width([("aesthetics", "structure")] * 300)
