@@ -106,6 +106,9 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
         log_to_mlflow(tracker, run_id, result)
         tracker.end_run(run_id)
         metadata[f"{split}_summary"] = dg.MetadataValue.md(result["markdown"])
+        metadata[f"{split}_n_by_task"] = dg.MetadataValue.json(result["n_by_task"])
+        metadata[f"{split}_widest_half_width"] = dg.MetadataValue.json(  # what the size guarantees (DESIGN §7)
+            {t: round(w, 4) for t, w in result["net_win_widest_half_width"].items()})
         metadata[f"{split}_charts"] = dg.MetadataValue.md("\n\n".join(image_md(p, 640) for p in result["charts"]))
         metadata[f"{split}_mlflow_run_id"] = run_id
         metadata[f"{split}_report"] = dg.MetadataValue.path(result["report"])

@@ -51,6 +51,9 @@ def test_user_folder_gets_a_chart_per_task_in_one_materialization(dvc_project, m
     assert len(re.findall(r"!\[(fill|extend|removal)\]\(data:image/png;base64,", charts)) == 3
     summary = meta["benchmark_report"]["user_summary"].value
     assert "No annotator ratings: this benchmark has no ground truth" in summary and "| acme_fill |" in summary
+    n_by_task = meta["benchmark_report"]["user_n_by_task"].value
+    widest = meta["benchmark_report"]["user_widest_half_width"].value
+    assert set(widest) == set(n_by_task) == {"fill", "extend", "removal"} and all(w > 0.28 for w in widest.values())
 
     # Our outputs: at each photo's 512 px although the model works at 32 px; raw (the benchmark scores drift).
     from steps.io import read_rgb
