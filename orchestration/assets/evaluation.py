@@ -107,7 +107,7 @@ def benchmark_report(context: dg.AssetExecutionContext, project: ProjectResource
         tracker.end_run(run_id)
         metadata[f"{split}_summary"] = dg.MetadataValue.md(result["markdown"])
         metadata[f"{split}_n_by_task"] = dg.MetadataValue.json(result["n_by_task"])
-        metadata[f"{split}_widest_half_width"] = dg.MetadataValue.json(  # what the size guarantees (DESIGN §7)
+        metadata[f"{split}_widest_half_width"] = dg.MetadataValue.json(  # what the size guarantees (docs/DESIGN.md §7)
             {t: round(w, 4) for t, w in result["net_win_widest_half_width"].items()})
         metadata[f"{split}_charts"] = dg.MetadataValue.md("\n\n".join(image_md(p, 640) for p in result["charts"]))
         metadata[f"{split}_mlflow_run_id"] = run_id
