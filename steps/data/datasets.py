@@ -24,6 +24,7 @@ from steps.config import Profiled, field, parse_cli
 from steps.fields import Seeded, TaskMix
 from steps.io import atomic_dir, write_png
 from steps.manifest import read_manifest, write_manifest
+from steps.vocabulary import TASKS as BENCHMARK_TASKS  # fill, extend, removal: bands 0, 1, 2
 
 BENCHMARK_INDEX_OFFSET = 1_000_000  # benchmark samples use indices no train sample can have
 BENCHMARK_TASK_STRIDE = 100_000  # task t's benchmark condition i is world index OFFSET + t * STRIDE + i: growing one
@@ -31,7 +32,6 @@ BENCHMARK_TASK_STRIDE = 100_000  # task t's benchmark condition i is world index
 # validation samples (what selects or stops during training: the RL guard, release selection) use indices no
 # train or benchmark sample has, so nothing chosen during training has seen the benchmark
 VALIDATION_INDEX_OFFSET = 3_000_000
-BENCHMARK_TASKS = ("fill", "extend", "removal")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DatasetConfig(Profiled, TaskMix, Seeded):
     n_train: int = field(2000, "training conditions (tasks drawn with task_probs)")
     n_benchmark_per_task: int = field(50, "held-out benchmark conditions per task")
     n_benchmark_by_task: dict[str, int] = field({}, "per-task benchmark counts over n_benchmark_per_task "
-                                                   "({extend: 430}: sized for the width of its net win's interval)")
+                                                   "({extend: 420}: sized for the width of its net win's interval)")
     n_validation_per_task: int = field(50, "validation conditions per task (RL guard and release selection; "
                                            "disjoint from the benchmark)")
     text_fraction: float = field(0.2, "share of fill conditions that ask for a quoted word")
@@ -93,13 +93,12 @@ def benchmark_index(task: str, i: int) -> int:
 def benchmark_half_widths(cfg: DatasetConfig) -> dict[str, float]:
     """{task: the widest 95% half-width its net win can have} on the benchmark this config draws, whatever the
     ratings (steps.evaluation.netwin.worst_case_half_width over each condition's dimensions; no file written)."""
-    from steps.evaluation.netwin import worst_case_half_width
-    from steps.vocabulary import dimensions_for
+    from steps.evaluation.netwin import half_widths_by_task
     from steps.world import make_sample
 
     world = cfg.world()
-    return {task: worst_case_half_width([dimensions_for(task, make_sample(world, benchmark_index(task, i), task).prompt)
-                                         for i in range(n)]) for task, n in cfg.benchmark_per_task().items()}
+    return half_widths_by_task((task, make_sample(world, benchmark_index(task, i), task).prompt)
+                               for task, n in cfg.benchmark_per_task().items() for i in range(n))
 
 
 def _write_sample(root: Path, sample) -> dict[str, Any]:

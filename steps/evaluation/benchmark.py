@@ -49,6 +49,7 @@ from steps.evaluation.netwin import (
     SIGN,
     annotator_outcome,
     gsb_metrics,
+    half_widths_by_task,
     net_win,
     net_win_intervals,
     net_win_metrics,
@@ -159,16 +160,6 @@ def limit(conditions: list[Condition], per_task: int) -> list[Condition]:
             kept.append(c)
             seen[c.task] = seen.get(c.task, 0) + 1
     return kept
-
-
-def worst_half_widths(conditions: list[Condition]) -> dict[str, float]:
-    """{task: the widest 95% half-width its net win can have on these conditions}, whatever the ratings
-    (steps.evaluation.netwin.worst_case_half_width: what the benchmark's size guarantees)."""
-    from steps.evaluation.netwin import worst_case_half_width
-    from steps.vocabulary import dimensions_for
-
-    return {t: worst_case_half_width([dimensions_for(c.task, c.prompt) for c in conditions if c.task == t])
-            for t in TASKS if any(c.task == t for c in conditions)}
 
 
 # ---------------------------------------------------------------- raters
@@ -340,7 +331,7 @@ def run_benchmark(cfg: BenchmarkConfig, judge=None) -> dict[str, Any]:
         raw_metrics = gsb_metrics({"annotators": raw_counts})
         net_win_raw = {"annotators": {s: net_win(raw_metrics, "annotators", s) for s in systems}}
     n_by_task = {t: sum(c.task == t for c in conditions) for t in TASKS if any(c.task == t for c in conditions)}
-    widest = worst_half_widths(conditions)
+    widest = half_widths_by_task((c.task, c.prompt) for c in conditions)
     from steps.evaluation.report import markdown_summary, sample_grid, task_chart
 
     markdown = markdown_summary(metrics, split, cfg.ours, systems, raters, n_by_task, cfg.tie_margin,

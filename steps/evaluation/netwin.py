@@ -93,6 +93,17 @@ def worst_case_half_width(dims: list[tuple[str, ...]]) -> float:
     return float(Z95 * (n * n / (n - 1) * float(np.mean(m * m))) ** 0.5)
 
 
+def half_widths_by_task(conditions) -> dict[str, float]:
+    """{task: `worst_case_half_width`} over (task, prompt) pairs, one per condition: what a benchmark's size
+    guarantees for each task's net win (its dimensions from steps.vocabulary.dimensions_for)."""
+    from steps.vocabulary import dimensions_for
+
+    dims: dict[str, list[tuple[str, ...]]] = {}
+    for task, prompt in conditions:
+        dims.setdefault(task, []).append(dimensions_for(task, prompt))
+    return {task: worst_case_half_width(d) for task, d in dims.items()}
+
+
 def net_win_intervals(outcomes: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """{system: {"all": {value, ci_low, ci_high, half_width, n_conditions}, <task>: {...}}} from `judge_ratings` /
     `annotator_ratings` outcomes: the net win over all cells (the promotion gate's) and per task."""
